@@ -1,0 +1,3 @@
+from hf_mha_cli.main import main
+
+main()

