@@ -12,7 +12,7 @@ from typing import Optional
 import typer
 from rich.console import Console
 
-from hf_mha.errors import UserError
+from hf_mha.errors import RunStopped, UserError
 
 app = typer.Typer(
     name="mha-ft",
@@ -170,12 +170,33 @@ def env() -> None:
         console.print(f"[bold]{key}[/]: {value}")
 
 
+@app.command()
+def export(
+    run: str = typer.Option(..., "--run", help="A finished run folder."),
+    out: str = typer.Option(..., "--out", "-o", help="Folder to write; must not exist yet, or be empty."),
+) -> None:
+    """Write a run as a plain transformers model folder: adapters merged where the method allows, stock
+    attention, tokenizer. Prefix/prompt tuning and bottleneck adapters cannot merge: the folder then holds base
+    model + adapter, with a README.txt on how to load them.
+
+    Example: mha-ft export --run runs/sst2-lora --out models/sst2-lora
+    """
+    from hf_mha.export import export_run
+
+    exported = export_run(run, out)
+    console.print(f"{exported.summary}\nWrote {exported.out} (largest output difference from the run's model "
+                  f"on a probe batch: {exported.max_abs_diff:.1e})")
+
+
 def main() -> None:
     try:
         app()
     except UserError as exc:
         err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(2)
+    except RunStopped as exc:
+        err_console.print(f"[red]stopped:[/] {exc}", soft_wrap=True)
+        sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
         sys.exit(130)

@@ -15,6 +15,7 @@ from datasets import Dataset, DatasetDict
 
 from .errors import UserError
 from .recipe import DataSection, Recipe, did_you_mean
+from .tasks.question_answering import is_squad_json, read_squad
 
 TABULAR = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
 CONLL_SUFFIXES = {".conll", ".conllu", ".iob", ".iob1", ".iob2", ".bio", ".txt", ".testa", ".testb", ".train"}
@@ -34,7 +35,9 @@ def resolve_data_path(path: str, recipe: Recipe, key: str) -> Path:
 def read_file(path: Path, key: str = "data.files") -> Dataset:
     """One local file as a Dataset, format by extension."""
     suffix = path.suffix.lower()
-    if suffix in TABULAR:
+    if suffix == ".json" and is_squad_json(path):  # SQuAD's nested articles/paragraphs/questions layout
+        loaded = read_squad(path)
+    elif suffix in TABULAR:
         kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
         try:
             loaded = datasets.load_dataset(TABULAR[suffix], data_files={"split": str(path)}, split="split", **kwargs)
@@ -99,8 +102,11 @@ def load_raw(recipe: Recipe) -> DatasetDict:
         raise UserError(f"data: no train split (found: {', '.join(raw) or 'none'}); set data.files.train")
     if "validation" not in raw:
         seed = int(recipe.train.get("seed", 42))
-        parts = raw["train"].train_test_split(test_size=data.validation_fraction, seed=seed)
-        raw["train"], raw["validation"] = parts["train"], parts["test"]
+        if data.validation_group:
+            raw["train"], raw["validation"] = split_by_group(raw["train"], data.validation_group, data.validation_fraction, seed)
+        else:
+            parts = raw["train"].train_test_split(test_size=data.validation_fraction, seed=seed)
+            raw["train"], raw["validation"] = parts["train"], parts["test"]
     for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples), ("test", data.max_eval_samples)):
         if limit is not None and split in raw and len(raw[split]) > limit:
             raw[split] = raw[split].select(range(limit))
@@ -108,6 +114,30 @@ def load_raw(recipe: Recipe) -> DatasetDict:
         if len(ds) == 0:
             raise UserError(f"data: the {split} split is empty; check the file or the sample limits")
     return raw
+
+
+def split_by_group(ds: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
+    """Hold out whole groups (seeded) until they reach `fraction` of the rows; train keeps at least one group."""
+    import random
+    from collections import Counter
+
+    require_columns(ds, [column], "train", "data.validation_group")
+    values = ds[column]
+    sizes = Counter(values)
+    groups = list(sizes)
+    if len(groups) < 2:
+        raise UserError(f"data.validation_group: the train data has only one '{column}' value; give data.files.validation")
+    random.Random(seed).shuffle(groups)
+    held_out, count = set(), 0
+    for group in groups[:-1]:
+        if count >= fraction * len(values):
+            break
+        held_out.add(group)
+        count += sizes[group]
+    in_validation = [value in held_out for value in values]
+    train = [i for i, flag in enumerate(in_validation) if not flag]
+    validation = [i for i, flag in enumerate(in_validation) if flag]
+    return ds.select(train), ds.select(validation)
 
 
 def require_columns(ds: Dataset, columns: list[str], split: str, key: str) -> None:

@@ -7,3 +7,11 @@ traceback. Messages say what is wrong, where (file, key, line) and how to fix it
 
 class UserError(Exception):
     """Bad input from the user: recipe, data, command line or run folder."""
+
+
+class RunStopped(Exception):
+    """Training stopped before the end (diverged, interrupted); the run folder keeps its last good checkpoint."""
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

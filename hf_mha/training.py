@@ -11,7 +11,6 @@ A run folder holds everything needed to evaluate, predict, resume or export:
 
 from __future__ import annotations
 
-import math
 import os
 import platform
 import shutil
@@ -21,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from . import fsutil
-from .errors import UserError
+from .callbacks import RunGuard, complete_checkpoints
+from .errors import RunStopped, UserError
 from .recipe import EMBEDDED_MODEL, Recipe, load_recipe, recipe_from_dict
 from .tasks import Labels, get_task
 
@@ -95,6 +95,7 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         "logging_steps": 10,
         "report_to": "none",
         "save_total_limit": 2,
+        "logging_nan_inf_filter": False,  # the default hides a diverged loss from the logs (and from RunGuard)
     }
     if metric_for_best:
         defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best}
@@ -176,6 +177,7 @@ def _silence_libraries() -> None:
     import transformers
 
     datasets.disable_progress_bars()  # one progress bar: the Trainer's
+    transformers.logging.disable_progress_bar()  # (loading and writing weights draw their own)
     transformers.logging.set_verbosity_error()
 
 
@@ -187,7 +189,11 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
 
     _silence_libraries()
     out = Path(recipe.output_dir)
-    found_unfinished = check_output_dir(out, overwrite)
+    from accelerate import PartialState
+
+    state = PartialState()
+    with state.main_process_first():  # only the main process may clear a folder; the others look after it
+        found_unfinished = check_output_dir(out, overwrite and state.is_main_process)
     task = get_task(recipe.task)
     raw = load_raw(recipe)
     labels = task.labels(raw, recipe)
@@ -202,6 +208,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
 
     model, trainable = apply_tuning(model, recipe)
 
+    guard = RunGuard()
     trainer = Trainer(
         model=model,
         args=args,
@@ -210,6 +217,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
         data_collator=task.collator(tokenizer, recipe),
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
+        callbacks=[guard],
     )
     main = trainer.is_world_process_zero()
     if main:
@@ -220,8 +228,12 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
              f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
              f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
     checkpoint = _resume_point(out, found_unfinished, resume, console if main else None)
-    result = trainer.train(resume_from_checkpoint=checkpoint)
-    _check_finite(result.training_loss)
+    guard.install_interrupt_handler()
+    try:
+        result = trainer.train(resume_from_checkpoint=checkpoint)
+    finally:
+        guard.remove_interrupt_handler()
+    _raise_if_stopped(guard, out)
 
     metrics: dict[str, float] = {f"train_{k.removeprefix('train_')}": v for k, v in result.metrics.items()}
     metrics |= trainable
@@ -247,24 +259,30 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
 
 
 def _resume_point(out: Path, found_unfinished: bool, resume: bool | None, console) -> str | None:
-    from transformers.trainer_utils import get_last_checkpoint
-
-    if resume is False or not out.is_dir():
+    """The last complete checkpoint when resuming (asked for, or an unfinished run found); else None."""
+    if resume is False or not (found_unfinished or resume):
         return None
-    last = get_last_checkpoint(str(out))
-    if last is None:
+    checkpoints = complete_checkpoints(out)
+    if not checkpoints:
         if resume:
-            raise UserError(f"--resume: no checkpoint in {out} to resume from; drop --resume to start fresh")
+            raise UserError(f"--resume: no complete checkpoint in {out} to resume from; drop --resume to start fresh")
+        _say(console, f"{out} holds an unfinished run with no complete checkpoint: starting from the beginning")
         return None
-    if found_unfinished or resume:
-        _say(console, f"Resuming from {last}")
-        return last
-    return None
+    _say(console, f"Resuming the unfinished run in {out} from {checkpoints[-1].name}")
+    return str(checkpoints[-1])
 
 
-def _check_finite(loss: float) -> None:
-    if not math.isfinite(loss):
-        raise UserError(f"training loss is {loss}: lower train.learning_rate or check the labels")
+def _raise_if_stopped(guard: RunGuard, out: Path) -> None:
+    checkpoints = complete_checkpoints(out)
+    kept = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved yet"
+    if guard.diverged_at is not None:
+        step, loss = guard.diverged_at
+        raise RunStopped(
+            f"training loss became {loss} at step {step}: stopped; {kept}. Lower train.learning_rate, set "
+            f"train.max_grad_norm, or check the labels, then train again with --overwrite", exit_code=1,
+        )
+    if guard.interrupted:
+        raise RunStopped(f"interrupted: {kept}; run the same command again to resume", exit_code=130)
 
 
 def _save_final_model(trainer, recipe: Recipe, out: Path) -> None:
@@ -277,7 +295,7 @@ def _save_final_model(trainer, recipe: Recipe, out: Path) -> None:
 
 def _say(console, text: str) -> None:
     if console is not None:
-        console.print(text)
+        console.print(text, soft_wrap=True)
 
 
 def _print_results(console, metrics: dict, reports: dict, out: Path) -> None:

@@ -1,0 +1,78 @@
+"""Trainer callbacks that make a run safe to kill, interrupt or resume.
+
+- Every checkpoint gets a `.complete` marker once the Trainer has written all of it (`on_save` runs after
+  `_save_checkpoint`), so resuming never picks a checkpoint that a kill cut short.
+- A non-finite training loss stops the run before anything is saved from the diverged weights.
+- Ctrl-C asks for a checkpoint at the end of the current step, then stops; a second Ctrl-C stops at once.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import shutil
+import signal
+import threading
+from pathlib import Path
+
+from transformers import TrainerCallback
+
+COMPLETE_MARKER = ".complete"
+
+
+def complete_checkpoints(out: Path) -> list[Path]:
+    """Checkpoints the Trainer finished writing, oldest first."""
+    found = [p for p in Path(out).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
+    found = [p for p in found if (p / COMPLETE_MARKER).is_file()]
+    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+
+
+class RunGuard(TrainerCallback):
+    def __init__(self) -> None:
+        self.diverged_at: tuple[int, float] | None = None
+        self.interrupted = False
+        self._previous_handler = None
+
+    # -- Ctrl-C
+    def install_interrupt_handler(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self._previous_handler = signal.signal(signal.SIGINT, self._on_sigint)
+
+    def remove_interrupt_handler(self) -> None:
+        if self._previous_handler is not None:
+            signal.signal(signal.SIGINT, self._previous_handler)
+            self._previous_handler = None
+
+    def _on_sigint(self, signum, frame) -> None:
+        if self.interrupted:
+            raise KeyboardInterrupt
+        self.interrupted = True
+
+    def on_step_end(self, args, state, control, **kwargs):
+        if self.interrupted:
+            control.should_save = True
+            control.should_training_stop = True
+        return control
+
+    # -- divergence
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(loss):
+            self.diverged_at = (state.global_step, loss)
+            control.should_save = False  # on_log runs before the step's save: keep the diverged weights out
+            control.should_training_stop = True
+        return control
+
+    # -- checkpoints
+    def on_save(self, args, state, control, model=None, **kwargs):
+        checkpoint = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if not state.is_world_process_zero or not checkpoint.is_dir():
+            return control
+        if model is not None and not all(p.isfinite().all() for p in model.parameters()):
+            # The loss went non-finite between two logging steps: this checkpoint holds diverged weights.
+            shutil.rmtree(checkpoint, ignore_errors=True)
+            self.diverged_at = self.diverged_at or (state.global_step, float("nan"))
+            control.should_training_stop = True
+            return control
+        (checkpoint / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")
+        return control
