@@ -164,10 +164,14 @@ def env() -> None:
 
     Example: mha-ft env
     """
+    from hf_mha.launch import launch_config_status, launch_configs_dir
     from hf_mha.training import environment
 
     for key, value in environment().items():
         console.print(f"[bold]{key}[/]: {value}")
+    console.print(f"[bold]launch configs[/] ({launch_configs_dir()}):")
+    for name, (runs, why) in launch_config_status().items():
+        console.print(f"  {'[green]runs here[/]' if runs else '[yellow]not here[/] '}  {name}: {why}")
 
 
 @app.command()
@@ -188,9 +192,9 @@ def export(
                   f"on a probe batch: {exported.max_abs_diff:.1e})")
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     try:
-        app()
+        app(args=argv, prog_name="mha-ft")
     except UserError as exc:
         err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
         sys.exit(2)

@@ -105,6 +105,8 @@ def load_raw(recipe: Recipe) -> DatasetDict:
         if data.validation_group:
             raw["train"], raw["validation"] = split_by_group(raw["train"], data.validation_group, data.validation_fraction, seed)
         else:
+            if len(raw["train"]) < 2:
+                raise UserError("data: one training example is too few to hold out a validation split; give data.files.validation")
             parts = raw["train"].train_test_split(test_size=data.validation_fraction, seed=seed)
             raw["train"], raw["validation"] = parts["train"], parts["test"]
     for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples), ("test", data.max_eval_samples)):

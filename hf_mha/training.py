@@ -70,7 +70,9 @@ def load_model(recipe: Recipe, labels: Labels, name: str | None = None):
 
     task = get_task(recipe.task)
     config = _load(AutoConfig.from_pretrained, name or recipe.model.name, recipe, "model config", **labels.config_kwargs())
-    model = _load(task.model_class.from_pretrained, name or recipe.model.name, recipe, "model", config=config)
+    # safetensors only: a pickled .bin checkpoint can run code when loaded.
+    model = _load(task.model_class.from_pretrained, name or recipe.model.name, recipe, "model", config=config,
+                  use_safetensors=True)
     if recipe.model.attention == "mha":
         from .attention import swap_attention
 
@@ -194,6 +196,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
     state = PartialState()
     with state.main_process_first():  # only the main process may clear a folder; the others look after it
         found_unfinished = check_output_dir(out, overwrite and state.is_main_process)
+    checkpoint = _resume_point(out, found_unfinished, resume, console if state.is_main_process else None)
     task = get_task(recipe.task)
     raw = load_raw(recipe)
     labels = task.labels(raw, recipe)
@@ -227,7 +230,6 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
              f"tuning {recipe.tuning.method}: {trainable['trainable_params']:,} trainable parameters "
              f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
              f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
-    checkpoint = _resume_point(out, found_unfinished, resume, console if main else None)
     guard.install_interrupt_handler()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)

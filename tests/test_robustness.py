@@ -16,6 +16,7 @@ from pathlib import Path
 import pytest
 
 from hf_mha.callbacks import COMPLETE_MARKER, complete_checkpoints
+from hf_mha.launch import launch_config_status, launch_configs_dir
 
 DRIVER = textwrap.dedent(
     """
@@ -153,8 +154,8 @@ def test_two_process_training_counts_each_eval_example_once(tmp_path, tiny_model
                        "train.per_device_eval_batch_size=4")
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     result = subprocess.run(
-        [shutil.which("accelerate"), "launch", "--cpu", "--num_processes", "2", "--num_machines", "1",
-         "--mixed_precision", "no", "--dynamo_backend", "no", "-m", "hf_mha_cli", *args],
+        [shutil.which("accelerate"), "launch", "--config_file", str(launch_configs_dir() / "cpu_2proc.yaml"),
+         "-m", "hf_mha_cli", *args],
         capture_output=True, text=True, timeout=600, env=env,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -167,3 +168,11 @@ def test_two_process_training_counts_each_eval_example_once(tmp_path, tiny_model
     single = json.loads((out / "eval_metrics.json").read_text())
     assert trained["eval_accuracy"] == pytest.approx(single["eval_accuracy"], abs=1e-9)
     assert trained["eval_f1_macro"] == pytest.approx(single["eval_f1_macro"], abs=1e-9)
+
+
+def test_launch_configs_load_and_cpu_one_runs_here():
+    status = launch_config_status()
+    assert {"cpu_2proc.yaml", "single_gpu.yaml", "multi_gpu.yaml", "fsdp.yaml", "deepspeed_zero2.yaml",
+            "multi_node.yaml"} <= set(status)
+    assert status["cpu_2proc.yaml"][0] is True
+    assert status["multi_node.yaml"] == (False, status["multi_node.yaml"][1]) and "machines" in status["multi_node.yaml"][1]

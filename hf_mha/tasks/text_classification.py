@@ -70,8 +70,11 @@ class TextClassification:
         return Labels.from_config(config)
 
     def preprocess(self, ds: Dataset, tokenizer, recipe: Recipe, labels: Labels, training: bool) -> Dataset:
+        from ..data import require_columns
+
         data = recipe.data
         columns = data.text_columns
+        require_columns(ds, columns, "input", "data.text_columns")
         has_labels = data.label_column in ds.column_names
         label2id = {name: i for i, name in enumerate(labels.names or [])}
 
@@ -93,11 +96,14 @@ class TextClassification:
         return DataCollatorWithPadding(tokenizer)
 
     def metric_names(self, recipe: Recipe, labels: Labels) -> list[str]:
-        from ..metrics import default_metric_names
+        from ..metrics import classification_metrics, default_metric_names
 
-        if recipe.eval.metrics:
-            return list(recipe.eval.metrics)
-        return default_metric_names(labels.problem_type or "single_label_classification")
+        names = list(recipe.eval.metrics or default_metric_names(labels.problem_type or "single_label_classification"))
+        # Score two dummy predictions now, so a typo in eval.metrics fails before training instead of after it.
+        dummy = np.array([0.0, 1.0]) if labels.names is None else np.array([0, 1])
+        classification_metrics(names, dummy, dummy, num_labels=labels.num_labels,
+                               problem_type=labels.problem_type or "single_label_classification")
+        return names
 
     def compute_metrics(self, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe):
         from ..metrics import classification_metrics

@@ -1,0 +1,236 @@
+"""The bad-input catalogue: every entry ends in one line on stderr, exit code 2, nothing written or overwritten.
+
+docs/bad-inputs.md lists the same entries with the message a user sees; regenerate it with
+`MHA_FT_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py -k write_doc` after adding one (a test checks
+that every entry is there).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent))
+from conftest import INTENT_EXAMPLES, write_jsonl  # noqa: E402
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "bad-inputs.md"
+
+
+@dataclass
+class Case:
+    id: str
+    what: str
+    args: Callable[["Env"], list[str]]
+    expect: str
+
+
+@dataclass
+class Env:
+    tmp: Path
+    model: Path
+    files: dict[str, Path]
+    run: Path  # a finished run
+    out: Path  # an output_dir that must stay absent
+    regression: Path  # float labels
+
+    def train(self, *overrides: str) -> list[str]:
+        return ["train", "--recipe", "quickstart", f"model.name={self.model}",
+                *(f"data.files.{s}={p}" for s, p in self.files.items()), f"output_dir={self.out}", *overrides]
+
+    def write(self, name: str, text: str) -> Path:
+        path = self.tmp / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+        return path
+
+
+HEADER_ONLY_CSV = "text,label\n"
+BROKEN_JSONL = '{"text": "a", "label": "x"}\n{oops\n'
+GREETING_ROW = '{"text": "hi", "label": "greeting"}\n'
+ONE_LABEL_ROW = '{"text": "hi", "label": "a"}\n'
+
+CATALOGUE = [
+    # --- recipe
+    Case("unknown-section", "a misspelt section", lambda e: e.train("modle.name=x"), "unknown key 'modle' (did you mean 'model'?)"),
+    Case("unknown-key", "a misspelt key inside a section", lambda e: e.train("data.text_column=[a]"),
+         "unknown key 'data.text_column' (did you mean 'text_columns'?)"),
+    Case("unknown-training-argument", "a misspelt TrainingArguments key", lambda e: e.train("train.learnig_rate=1e-4"),
+         "train.learnig_rate: unknown TrainingArguments key (did you mean 'learning_rate'?)"),
+    Case("removed-training-argument", "a TrainingArguments key transformers v5 removed",
+         lambda e: e.train("train.warmup_ratio=0.1"), "train.warmup_ratio: unknown TrainingArguments key (did you mean 'warmup_steps'?)"),
+    Case("training-argument-type", "a TrainingArguments value of the wrong type", lambda e: e.train("train.learning_rate=fast"),
+         "train.learning_rate must be float, got 'fast'"),
+    Case("training-argument-conflict", "TrainingArguments that contradict each other",
+         lambda e: e.train("train.eval_strategy=epoch", "train.save_strategy=steps", "train.save_steps=7"),
+         "train: --load_best_model_at_end requires the save and eval strategy to match"),
+    Case("section-type", "a section value of the wrong type", lambda e: e.train("data.max_length=long"),
+         "data.max_length: Input should be a valid integer"),
+    Case("out-of-range", "a value out of range", lambda e: e.train("data.max_length=0"), "data.max_length: Input should be greater than 0"),
+    Case("bad-choice", "a value outside its choices", lambda e: e.train("model.attention=fast"),
+         "model.attention: Input should be 'stock' or 'mha'"),
+    Case("bad-task", "an unknown task", lambda e: e.train("task=translation"), "task: Input should be"),
+    Case("three-text-columns", "more than two text columns", lambda e: e.train("data.text_columns=[a,b,c]"),
+         "give one text column, or two for sentence pairs"),
+    Case("train-output-dir", "the run folder set under train:", lambda e: e.train("train.output_dir=x"),
+         "train.output_dir: set the run folder with the top-level key output_dir"),
+    Case("validation-fraction", "a held-out fraction outside (0, 1)", lambda e: e.train("data.validation_fraction=1.5"),
+         "data.validation_fraction: Input should be less than 1"),
+    Case("sample-limit", "a sample limit of zero", lambda e: e.train("data.max_train_samples=0"),
+         "data.max_train_samples: Input should be greater than 0"),
+    Case("invalid-yaml", "a recipe that is not valid YAML",
+         lambda e: ["train", "--recipe", str(e.write("broken.yaml", "task: text-classification\nmodel:\n  name: [x\n"))],
+         "not valid YAML"),
+    Case("recipe-not-mapping", "a recipe that is a list, not a mapping",
+         lambda e: ["train", "--recipe", str(e.write("list.yaml", "- task\n- model\n"))], "a recipe is a YAML mapping"),
+    Case("unknown-recipe", "a recipe name that is neither a file nor built in", lambda e: ["train", "--recipe", "quickstrat"],
+         "did you mean 'quickstart'?"),
+    Case("override-without-equals", "an override that is not key=value", lambda e: e.train("train.learning_rate"),
+         "is not key=value"),
+    Case("override-empty-key", "an override with an empty key part", lambda e: e.train("train..seed=1"), "has an empty key"),
+    Case("override-into-value", "an override that treats a value as a section", lambda e: e.train("output_dir.x=1"),
+         "holds a value, not a section"),
+    Case("unknown-metric", "a metric name that is not available offline", lambda e: e.train("eval.metrics=[acuracy]"),
+         "metric 'acuracy' is not available offline (did you mean 'accuracy'?)"),
+    Case("regression-metric-mismatch", "a class metric on a regression task",
+         lambda e: e.train("data.problem_type=regression", "data.files.test=null", f"data.files.train={e.regression}",
+                           f"data.files.validation={e.regression}", "eval.metrics=[accuracy]"),
+         "'accuracy' scores class labels but this task is regression"),
+    # --- data
+    Case("missing-file", "a data file that does not exist", lambda e: e.train("data.files.train=/nonexistent/train.csv"),
+         "data.files.train: file not found"),
+    Case("unknown-extension", "a data file of an unknown type", lambda e: e.train(f"data.files.train={e.write('d.xlsx', 'x')}"),
+         "unknown file type '.xlsx'"),
+    Case("header-only-csv", "a CSV file with a header and no rows",
+         lambda e: e.train(f"data.files.train={e.write('empty.csv', HEADER_ONLY_CSV)}"), "holds no examples"),
+    Case("empty-jsonl", "an empty JSON lines file", lambda e: e.train(f"data.files.train={e.write('empty.jsonl', '')}"),
+         "data.files.train:"),
+    Case("malformed-json", "a JSON lines file with a broken line",
+         lambda e: e.train(f"data.files.train={e.write('bad.jsonl', BROKEN_JSONL)}"),
+         "cannot read"),
+    Case("missing-text-column", "a text column the data does not have", lambda e: e.train("data.text_columns=[body]"),
+         "column 'body' not in the train data"),
+    Case("missing-label-column", "a label column the data does not have", lambda e: e.train("data.label_column=intent"),
+         "column 'intent' not in the train data"),
+    Case("label-outside-set", "a validation label the training data never has",
+         lambda e: e.train(f"data.files.validation={e.write('v.jsonl', GREETING_ROW)}"),
+         "label 'greeting' in the validation split (row 1) is not in the label set"),
+    Case("single-label", "training data with only one label",
+         lambda e: e.train(f"data.files.train={e.write('one.jsonl', ONE_LABEL_ROW)}",
+                           f"data.files.validation={e.write('one.jsonl', ONE_LABEL_ROW)}", "data.files.test=null"),
+         "only one label"),
+    Case("no-data", "neither a hub dataset nor files",
+         lambda e: ["train", "--recipe", str(e.write("nodata.yaml", f"model:\n  name: {e.model}\noutput_dir: {e.out}\n"))],
+         "give data.dataset (hub name) or data.files.train"),
+    Case("no-train-split", "files without a train split", lambda e: e.train("data.files.train=null"), "no train split"),
+    Case("model-not-found", "a model folder or hub id that cannot be loaded",
+         lambda e: e.train("model.name=/nonexistent/model"), "model.name: cannot load"),
+    # --- run folder and CLI
+    Case("finished-run", "training into a folder that holds a finished run",
+         lambda e: ["train", "--recipe", str(e.run / "recipe.yaml")], "already holds a finished run"),
+    Case("foreign-output-dir", "an output_dir that is some other folder",
+         lambda e: e.train(f"output_dir={e.write('mine/notes.txt', 'keep me').parent}"), "is not an mha-ft run folder"),
+    Case("resume-without-checkpoint", "--resume with nothing to resume", lambda e: [*e.train(), "--resume"],
+         "no complete checkpoint"),
+    Case("eval-missing-run", "eval of a folder that is not a run", lambda e: ["eval", "--run", "/nonexistent/run"],
+         "is not a run folder"),
+    Case("eval-unfinished-run", "eval of a run that has not finished",
+         lambda e: ["eval", "--run", str(e.write("unfinished/recipe.yaml", "task: text-classification\n").parent)],
+         "has not finished training"),
+    Case("eval-nothing", "eval with neither --run nor --model", lambda e: ["eval"], "give --run DIR, or --model DIR with --recipe R"),
+    Case("eval-unknown-split", "eval of a split the data does not have", lambda e: ["eval", "--run", str(e.run), "--split", "dev"],
+         "no 'dev' split"),
+    Case("eval-unlabelled-file", "eval of a file without labels",
+         lambda e: ["eval", "--run", str(e.run), "--file", str(e.write("nolabels.csv", "text\nhello\n"))],
+         "column 'label' not in the train data"),
+    Case("predict-missing-input", "predict with an input file that does not exist",
+         lambda e: ["predict", "--run", str(e.run), "--input", "/nonexistent.jsonl", "--output", str(e.out / "p.jsonl")],
+         "--input: file not found"),
+    Case("predict-missing-column", "predict input without the recipe's text column",
+         lambda e: ["predict", "--run", str(e.run), "--input", str(e.write("in.csv", "body\nhello\n")), "--output", str(e.out / "p.jsonl")],
+         "column 'text' not in"),
+    Case("cp-unknown", "copying a recipe that is not built in", lambda e: ["cp", "quickstrt", str(e.out)],
+         "no built-in recipe 'quickstrt' (did you mean 'quickstart'?)"),
+    Case("cp-existing", "copying over an existing file", lambda e: ["cp", "quickstart", str(e.write("exists.yaml", "x"))],
+         "already exists"),
+]
+
+
+@pytest.fixture(scope="module")
+def env(tmp_path_factory, tiny_model_dir) -> Env:
+    from hf_mha_cli.main import main
+
+    tmp = tmp_path_factory.mktemp("bad")
+    rows = [{"text": t, "label": l} for t, l in INTENT_EXAMPLES]
+    files = {s: write_jsonl(tmp / f"{s}.jsonl", rows) for s in ("train", "validation", "test")}
+    run = tmp / "finished"
+    with pytest.raises(SystemExit) as done:
+        main(["train", "--recipe", "quickstart", f"model.name={tiny_model_dir}",
+              *(f"data.files.{s}={p}" for s, p in files.items()), "train.num_train_epochs=1", "train.use_cpu=true",
+              f"output_dir={run}"])
+    assert done.value.code in (0, None)
+    regression = write_jsonl(tmp / "regression.jsonl", [{"text": t, "label": i / 10} for i, (t, _) in enumerate(INTENT_EXAMPLES)])
+    return Env(tmp=tmp, model=tiny_model_dir, files=files, run=run, out=tmp / "must-not-exist", regression=regression)
+
+
+def run_case(case: Case, env: Env) -> tuple[int, str]:
+    """Run one catalogue entry through the real entry point; return (exit code, stderr)."""
+    import contextlib
+    import io
+
+    from hf_mha_cli.main import main
+
+    stderr = io.StringIO()
+    args = case.args(env)
+    with contextlib.redirect_stderr(stderr), pytest.raises(SystemExit) as exit_info:
+        main(args)
+    return exit_info.value.code, stderr.getvalue()
+
+
+def _snapshot(folder: Path) -> dict[str, bytes]:
+    return {str(p): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize("case", CATALOGUE, ids=[c.id for c in CATALOGUE])
+def test_bad_input(case: Case, env: Env):
+    before = _snapshot(env.run)
+    code, stderr = run_case(case, env)
+    assert code == 2, stderr
+    assert case.expect in stderr, stderr
+    lines = stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: "), stderr
+    assert not env.out.exists(), "a failed command must not create its output folder"
+    assert _snapshot(env.run) == before, "a failed command must not touch the finished run"
+
+
+def test_catalogue_is_large_and_documented():
+    assert len(CATALOGUE) >= 30
+    assert len({c.id for c in CATALOGUE}) == len(CATALOGUE)
+    text = DOC.read_text()
+    for case in CATALOGUE:
+        assert f"`{case.id}`" in text, f"{case.id} missing from {DOC}; regenerate it (see this file's docstring)"
+
+
+@pytest.mark.skipif(not os.environ.get("MHA_FT_WRITE_DOCS"), reason="regenerates docs/bad-inputs.md on request")
+def test_write_doc(env: Env):
+    lines = [
+        "# Bad inputs and what mha-ft says",
+        "",
+        "Each entry ends with exactly this one line on stderr and exit code 2; nothing is written or overwritten.",
+        "The list is the test catalogue in `tests/test_bad_inputs.py`; regenerate this page with",
+        "`MHA_FT_WRITE_DOCS=1 python -m pytest tests/test_bad_inputs.py -k write_doc`.",
+        "Paths shown as … are the test's temporary folders.",
+        "",
+        "| id | bad input | message |",
+        "|---|---|---|",
+    ]
+    for case in CATALOGUE:
+        _, stderr = run_case(case, env)
+        message = stderr.strip().replace("|", "\\|").replace(str(env.tmp), "…").replace(str(env.model), "…/tiny-bert")
+        lines.append(f"| `{case.id}` | {case.what} | {message} |")
+    DOC.parent.mkdir(exist_ok=True)
+    DOC.write_text("\n".join(lines) + "\n")
