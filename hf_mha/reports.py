@@ -18,10 +18,6 @@ import numpy as np
 
 from . import fsutil
 
-# Trainer logs these next to eval metrics; they are timings, not something to plot against loss.
-_NOT_METRICS = {"eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_loss"}
-
-
 def classification_report_text(references, predictions, label_names: Sequence[str]) -> str:
     """Per-class precision/recall/F1/support, then accuracy, macro and weighted averages (scikit-learn layout).
 
@@ -39,7 +35,8 @@ def classification_report_text(references, predictions, label_names: Sequence[st
 def entity_report_text(true_tag_seqs, pred_tag_seqs, mode: str | None = None, scheme=None, suffix: bool = False) -> str:
     """Per-entity-type precision/recall/F1/support, then micro, macro and weighted averages (seqeval layout).
 
-    `mode="strict"` scores only chunks valid in `scheme` (IOB2 by default), as the seqeval metric does.
+    `mode="strict"` scores only chunks valid in `scheme` (by default detected from the gold tags), as the seqeval
+    metric does.
     """
     from seqeval.metrics import classification_report
 
@@ -84,6 +81,12 @@ def _as_array(values) -> np.ndarray:
     return np.asarray(values, dtype=np.float64)
 
 
+def _text_colour(image, value) -> str:
+    """Black on light cells, white on dark ones, whatever the colour map."""
+    red, green, blue, _ = image.cmap(image.norm(value))
+    return "black" if 0.299 * red + 0.587 * green + 0.114 * blue > 0.5 else "white"
+
+
 def _short(label, limit: int = 18) -> str:
     label = str(label)
     return label if len(label) <= limit else label[: limit - 1] + "…"
@@ -107,19 +110,18 @@ def save_confusion_matrix_png(references, predictions, label_names: Sequence[str
 
     tick_size, count_size = (10, 11) if n <= 10 else (8, 8) if n <= 20 else (7, 6.5)
     names = [_short(name) for name in label_names]
-    ax.set_xticks(range(n), names, fontsize=tick_size, rotation=45 if n <= 12 else 90, ha="right" if n <= 12 else "center")
+    rotation, align = (45, "right") if n <= 12 else (90, "center")
+    ax.set_xticks(range(n), names, fontsize=tick_size, rotation=rotation, ha=align)
     ax.set_yticks(range(n), names, fontsize=tick_size)
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
     ax.set_title(f"Confusion matrix ({total} examples, accuracy {accuracy:.4f})")
 
-    threshold = counts.max() / 2 if counts.size else 0
     for row in range(n):
         for column in range(n):
             value = counts[row, column]
             ax.text(
-                column, row, str(value), ha="center", va="center", fontsize=count_size,
-                color="white" if value > threshold else "black",
+                column, row, str(value), ha="center", va="center", fontsize=count_size, color=_text_colour(image, value)
             )
     return _save_png(figure, path)
 
@@ -197,25 +199,23 @@ def save_heatmap_png(
     if annotate is None:
         annotate = rows <= 20 and columns <= 20
 
-    figure = _new_figure(min(max(4.0, 0.55 * columns + 2.5), 20.0), min(max(3.0, 0.45 * rows + 1.8), 16.0), layout="constrained")
+    width, height = min(max(4.0, 0.55 * columns + 2.5), 20.0), min(max(3.0, 0.45 * rows + 1.8), 16.0)
+    figure = _new_figure(width, height, layout="constrained")
     ax = figure.add_subplot()
     image = ax.imshow(values, cmap=cmap, aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax)
     figure.colorbar(image, ax=ax, label=colorbar_label)
-    ax.set_xticks(range(columns), [_short(x) for x in xticklabels] if xticklabels is not None else range(columns), fontsize=8)
-    ax.set_yticks(range(rows), [_short(y) for y in yticklabels] if yticklabels is not None else range(rows), fontsize=8)
+    ax.set_xticks(range(columns), [_short(x) for x in (range(columns) if xticklabels is None else xticklabels)], fontsize=8)
+    ax.set_yticks(range(rows), [_short(y) for y in (range(rows) if yticklabels is None else yticklabels)], fontsize=8)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     ax.set_title(title)
     if annotate:
-        low, high = image.get_clim()
-        middle = (low + high) / 2
         for row in range(rows):
             for column in range(columns):
                 value = values[row, column]
-                # viridis-like maps are dark at the low end: light text there, dark text on the bright half
                 ax.text(
                     column, row, format(value, fmt), ha="center", va="center", fontsize=7,
-                    color="white" if value < middle else "black",
+                    color=_text_colour(image, value),
                 )
     return _save_png(figure, path)
 
@@ -238,9 +238,11 @@ def save_attention_grid_png(attn, tokens: Sequence[str], path: str | os.PathLike
         raise ValueError(f"{len(tokens)} tokens for attention over {seq} positions")
 
     cell = min(1.6, max(0.9, 18.0 / heads))  # inches per map: 1.5 for 12 heads
-    figure = _new_figure(heads * cell + 2.2, layers * cell + 1.6)
+    width, height = heads * cell + 2.2, layers * cell + 1.6
+    figure = _new_figure(width, height)
     axes = figure.subplots(layers, heads, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.08})
-    figure.subplots_adjust(left=1.5 / (heads * cell + 2.2), right=0.92, bottom=1.0 / (layers * cell + 1.6), top=1 - 0.55 / (layers * cell + 1.6))
+    # Fixed margins in inches (token labels left and below, title above) whatever the grid size.
+    figure.subplots_adjust(left=1.5 / width, right=0.92, bottom=1.0 / height, top=1 - 0.55 / height)
     norm = PowerNorm(gamma=0.5, vmin=0.0, vmax=float(weights.max()) if weights.size else 1.0)
 
     # At least ~7 points of map per label, so labels stay readable at 6x12.

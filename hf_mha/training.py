@@ -109,7 +109,7 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
     try:
         return TrainingArguments(output_dir=recipe.output_dir, **values)
     except (ValueError, TypeError) as exc:
-        raise UserError(f"train: {str(exc).splitlines()[0]}") from None
+        raise UserError(f"train: {' '.join(str(exc).split())[:400]}") from None
 
 
 # --------------------------------------------------------------------------- the run folder

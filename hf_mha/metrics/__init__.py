@@ -65,7 +65,8 @@ _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", 
 
 
 def default_metric_names(problem_type: str) -> list[str]:
-    """The metrics reported when a recipe lists none: classification accuracy/f1/mcc, regression pearson/spearman/mse."""
+    """The metrics reported when a recipe lists none (classification: accuracy, f1, mcc; regression: pearson,
+    spearman, mse)."""
     if problem_type not in _DEFAULTS:
         raise ValueError(f"no default metrics for problem type {problem_type!r}; known: {', '.join(_DEFAULTS)}")
     return list(_DEFAULTS[problem_type])
@@ -123,8 +124,8 @@ def _load(name: str, kwargs: dict, usable_names: Iterable[str] = ()) -> evaluate
     try:
         with _evaluate_offline_if_requested():
             return evaluate.load(name, **kwargs)
-    except ImportError as error:  # a hub/local script whose own requirements are missing
-        raise UserError(f"metric {name!r} needs packages that are not installed: {error}") from None
+    except ImportError as error:  # the script's own requirements are missing (evaluate names them)
+        raise UserError(f"metric {name!r} could not be imported: {error}") from None
     except OSError:  # FileNotFoundError and ConnectionError: neither local, cached nor reachable
         raise _unknown_metric(name, usable_names) from None
 
@@ -156,6 +157,8 @@ def classification_metrics(
     _weighted variants; mcc; pearson, spearman, mse; or any other `load_metric` name taking plain
     predictions/references. `num_labels` decides binary vs macro; without it the largest id seen decides.
     """
+    if problem_type not in _DEFAULTS:
+        raise ValueError(f"unknown problem type {problem_type!r}; known: {', '.join(_DEFAULTS)}")
     regression = problem_type == "regression"
     multilabel = problem_type == "multi_label_classification"
     predictions, references = np.asarray(predictions), np.asarray(references)
@@ -167,24 +170,27 @@ def classification_metrics(
         num_classes = num_labels or int(max(predictions.max(initial=0), references.max(initial=0))) + 1
     default_average = "binary" if num_classes <= 2 and not multilabel else "macro"
 
+    inputs = {"predictions": predictions, "references": references}
     results: dict[str, float] = {}
     for name in names:
         score, _, average = name.partition("_")
-        if regression and (name in CLASSIFICATION_NAMES):
+        if regression and name in CLASSIFICATION_NAMES:
             raise UserError(
-                f"eval.metrics: {name!r} scores class labels but this task is regression; use {', '.join(REGRESSION_NAMES)}"
+                f"eval.metrics: {name!r} scores class labels but this task is regression; "
+                f"use {', '.join(REGRESSION_NAMES)}"
             )
         if name == "accuracy":
-            results[name] = _class_module(Accuracy, multilabel).compute(predictions=predictions, references=references)["accuracy"]
+            results[name] = _class_module(Accuracy, multilabel).compute(**inputs)["accuracy"]
         elif score in _CLASS_SCORES and average in ("", *_AVERAGES):
             module = _class_module(_CLASS_SCORES[score], multilabel)
-            results[name] = module.compute(predictions=predictions, references=references, average=average or default_average)[score]
+            results[name] = module.compute(**inputs, average=average or default_average)[score]
         elif name == "mcc":
-            module = _class_module(MatthewsCorrelation, False)
-            results[name] = module.compute(predictions=predictions, references=references)["matthews_correlation"]
-        elif name in ("pearson", "spearman", "mse"):
+            if multilabel:
+                raise UserError("eval.metrics: 'mcc' is not defined for multi-label classification; use f1_micro")
+            results[name] = _class_module(MatthewsCorrelation, False).compute(**inputs)["matthews_correlation"]
+        elif name in REGRESSION_NAMES:
             module = load_metric(name, keep_in_memory=True)
-            results[name] = next(iter(module.compute(predictions=predictions, references=references).values()))
+            results[name] = next(iter(module.compute(**inputs).values()))
         else:
             results.update(_score_with_loaded(name, predictions, references))
     return results
@@ -194,9 +200,11 @@ def _score_with_loaded(name: str, predictions, references) -> dict[str, float]:
     module = _load(name, {"keep_in_memory": True}, [*CLASSIFICATION_NAMES, *REGRESSION_NAMES])
     try:
         result = module.compute(predictions=predictions, references=references)
-    except ValueError as error:  # evaluate's feature check: the metric wants other inputs (tags, answers...)
+    except (ValueError, KeyError) as error:  # evaluate's feature check: it wants other inputs (tags, answers...)
         reason = str(error).splitlines()[0]
-        raise UserError(f"eval.metrics: metric {name!r} cannot score these predictions ({reason}); pick another metric") from None
+        raise UserError(
+            f"eval.metrics: metric {name!r} cannot score these predictions ({reason}); pick another metric"
+        ) from None
     return _flatten(name, result)
 
 

@@ -44,9 +44,8 @@ Returns:
 
 def _class_features(config_name: str) -> datasets.Features:
     if config_name == "multilabel":
-        return datasets.Features(
-            {"predictions": datasets.Sequence(datasets.Value("int32")), "references": datasets.Sequence(datasets.Value("int32"))}
-        )
+        one_hot = datasets.Sequence(datasets.Value("int32"))
+        return datasets.Features({"predictions": one_hot, "references": one_hot})
     return datasets.Features({"predictions": datasets.Value("int32"), "references": datasets.Value("int32")})
 
 
@@ -70,7 +69,8 @@ class Accuracy(evaluate.Metric):
         )
 
     def _compute(self, predictions, references, normalize=True, sample_weight=None):
-        return {"accuracy": float(accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight))}
+        score = accuracy_score(references, predictions, normalize=normalize, sample_weight=sample_weight)
+        return {"accuracy": float(score)}
 
 
 class _AveragedScore(evaluate.Metric):
@@ -86,10 +86,12 @@ class _AveragedScore(evaluate.Metric):
             citation=_CITATION,
             inputs_description=_AVERAGED_INPUTS,
             features=_class_features(self.config_name),
-            reference_urls=["https://scikit-learn.org/stable/modules/model_evaluation.html#precision-recall-f-measure-metrics"],
+            reference_urls=["https://scikit-learn.org/stable/modules/model_evaluation.html"],
         )
 
-    def _compute(self, predictions, references, labels=None, pos_label=1, average="binary", sample_weight=None, zero_division=0):
+    def _compute(
+        self, predictions, references, labels=None, pos_label=1, average="binary", sample_weight=None, zero_division=0
+    ):
         score = type(self).score_fn(
             references, predictions, labels=labels, pos_label=pos_label, average=average,
             sample_weight=sample_weight, zero_division=zero_division,

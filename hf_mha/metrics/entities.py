@@ -29,7 +29,8 @@ Args:
     references: one list of gold tags per sentence, same lengths.
     suffix: True when the type comes first, as in "PER-B".
     mode: None (lenient, like conlleval) or "strict".
-    scheme: the tagging scheme checked in strict mode: IOB1, IOB2 (default), IOE1, IOE2, IOBES or BILOU.
+    scheme: the tagging scheme checked in strict mode: IOB1, IOB2, IOE1, IOE2, IOBES or BILOU (default: detected
+        from the gold tags, which works for IOB2, IOE2 and IOBES).
     sample_weight: optional weight per sentence.
     zero_division: value used where a ratio is 0/0 (default 0, silently).
 Returns:
@@ -42,18 +43,10 @@ SCHEMES = ("IOB1", "IOB2", "IOE1", "IOE2", "IOBES", "BILOU")
 
 
 def resolve_scheme(scheme, mode):
-    """The seqeval scheme class for `scheme`, or None in lenient mode.
-
-    seqeval silently falls back to lenient scoring when mode="strict" comes without a scheme, so strict mode gets
-    IOB2 (what our token-classification data uses) unless told otherwise.
-    """
+    """The seqeval scheme class named by `scheme`; None leaves strict mode to detect it from the gold tags."""
     if mode not in (None, "strict"):
         raise ValueError(f"seqeval mode must be None or 'strict', got {mode!r}")
-    if mode is None:
-        return None
-    if scheme is None:
-        return seqeval.scheme.IOB2
-    if isinstance(scheme, type):
+    if scheme is None or isinstance(scheme, type):
         return scheme
     if str(scheme).upper() not in SCHEMES:
         raise ValueError(f"unknown tagging scheme {scheme!r}; use one of {', '.join(SCHEMES)}")
@@ -108,5 +101,7 @@ class Seqeval(evaluate.Metric):
             codebase_urls=["https://github.com/chakki-works/seqeval"],
         )
 
-    def _compute(self, predictions, references, suffix=False, mode=None, scheme=None, sample_weight=None, zero_division=0):
+    def _compute(
+        self, predictions, references, suffix=False, mode=None, scheme=None, sample_weight=None, zero_division=0
+    ):
         return entity_scores(references, predictions, suffix, mode, scheme, sample_weight, zero_division)

@@ -151,8 +151,8 @@ def squad_v2_scores(
         result.update(summary(answerable, "HasAns_"))
     if unanswerable:
         result.update(summary(unanswerable, "NoAns_"))
-    result["best_exact"], result["best_exact_thresh"] = _best_threshold(predictions, raw_exact, no_answer_probs, has_answer)
-    result["best_f1"], result["best_f1_thresh"] = _best_threshold(predictions, raw_f1, no_answer_probs, has_answer)
+    for name, raw in (("exact", raw_exact), ("f1", raw_f1)):
+        result[f"best_{name}"], result[f"best_{name}_thresh"] = _best_threshold(predictions, raw, no_answer_probs, has_answer)
     return result
 
 
