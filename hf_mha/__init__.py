@@ -3,11 +3,26 @@
     from hf_mha import load_recipe, train, evaluate, predict
     metrics = train(load_recipe("quickstart", ["output_dir=runs/qs"]))
 
-`hf_mha.attention.swap_attention(model)` works on any loaded model without the recipe machinery.
+`hf_mha.attention.swap_attention(model)` works on any loaded model without the recipe machinery; the names
+below load lazily so that importing `hf_mha.attention` alone stays cheap.
 """
 
-from .errors import UserError
-from .recipe import Recipe, load_recipe, recipe_from_dict
-from .training import evaluate, predict, train
+from importlib import import_module
 
-__all__ = ["Recipe", "UserError", "evaluate", "load_recipe", "predict", "recipe_from_dict", "train"]
+_EXPORTS = {
+    "UserError": "errors",
+    "Recipe": "recipe",
+    "load_recipe": "recipe",
+    "recipe_from_dict": "recipe",
+    "train": "training",
+    "evaluate": "training",
+    "predict": "training",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(import_module(f".{_EXPORTS[name]}", __name__), name)
+    raise AttributeError(f"module 'hf_mha' has no attribute {name!r}")

@@ -17,7 +17,8 @@ Backends: "reference" (explicit math, can return attention maps), "sdpa" (torch 
 """
 
 from hf_mha.attention.heads import attention_modules, attention_probs, masked_heads, set_head_mask
-from hf_mha.attention.mha import BACKENDS, MultiHeadAttention, PackedBatch
+from hf_mha.attention.mha import BACKENDS, MultiHeadAttention
+from hf_mha.attention.packing import PackedBatch
 from hf_mha.attention.swap import SUPPORTED, restore_attention, swap_attention
 
 __all__ = [

@@ -79,10 +79,10 @@ def attention_probs(model: nn.Module) -> Iterator[list[torch.Tensor]]:
 
     hooks = [m.register_forward_hook(record) for m in modules]
     for module in modules:
-        module.backend = "reference"
+        module.backend, module.return_probs = "reference", True
     try:
         yield maps
     finally:
         for module, backend, hook in zip(modules, backends, hooks):
-            module.backend = backend
+            module.backend, module.return_probs = backend, False
             hook.remove()

@@ -2,8 +2,10 @@
 
 The swap replaces each stock self-attention module with ours, handing over the pretrained projection modules
 themselves, so parameter names, state-dict keys and PEFT `target_modules` stay exactly as in transformers.
-With `unpad=True` the encoder also runs on real tokens only: its forward packs the batch after the
-embeddings and re-pads the output before the task head, so heads, collators and PEFT see the usual shapes.
+With `unpad=True` the layer stack (the base model's `encoder`) also runs on real tokens only: it becomes an
+instance of an `Unpadded...` subclass whose forward packs the batch after the embeddings and re-pads the
+output before the task head, so heads, collators and PEFT see the usual shapes. Changing the instance's class
+rather than patching its forward keeps `copy.deepcopy`, pickling and `nn.DataParallel` replicas working.
 
 Nothing else in the model changes, which is what lets `restore_attention` (and a checkpoint saved while
 swapped) give a model that plain transformers loads.
@@ -11,21 +13,25 @@ swapped) give a model that plain transformers loads.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 from transformers.masking_utils import AttentionMaskInterface
-from transformers.models.albert.modeling_albert import AlbertAttention, AlbertModel
-from transformers.models.bert.modeling_bert import BertModel, BertSelfAttention
-from transformers.models.distilbert.modeling_distilbert import DistilBertModel, DistilBertSelfAttention
-from transformers.models.electra.modeling_electra import ElectraModel, ElectraSelfAttention
-from transformers.models.roberta.modeling_roberta import RobertaModel, RobertaSelfAttention
-from transformers.models.xlm_roberta.modeling_xlm_roberta import XLMRobertaModel, XLMRobertaSelfAttention
+from transformers.models.albert.modeling_albert import AlbertAttention, AlbertModel, AlbertTransformer
+from transformers.models.bert.modeling_bert import BertEncoder, BertModel, BertSelfAttention
+from transformers.models.distilbert.modeling_distilbert import DistilBertModel, DistilBertSelfAttention, Transformer
+from transformers.models.electra.modeling_electra import ElectraEncoder, ElectraModel, ElectraSelfAttention
+from transformers.models.roberta.modeling_roberta import RobertaEncoder, RobertaModel, RobertaSelfAttention
+from transformers.models.xlm_roberta.modeling_xlm_roberta import (
+    XLMRobertaEncoder,
+    XLMRobertaModel,
+    XLMRobertaSelfAttention,
+)
 
-from hf_mha.attention.mha import MultiHeadAttention, PackedBatch, check_backend
+from hf_mha.attention.mha import MultiHeadAttention, check_backend, refuse_unsupported_kwargs
+from hf_mha.attention.packing import PackedBatch
 from hf_mha.errors import UserError
 
 #: The `config._attn_implementation` of a swapped model. Its only job is the mask format: transformers builds
@@ -123,28 +129,75 @@ def _albert_to_stock(ours: AlbertMultiHeadAttention, config) -> nn.Module:
     return stock
 
 
+class UnpaddedEncoder:
+    """Put in front of a stock layer-stack class: the same forward, run on the real tokens only.
+
+    [B, L, d] -> packed [1, T, d] -> the stock layers (our attention reads the PackedBatch that arrives as
+    their `attention_mask`) -> re-padded [B, L, d] with zeros at padding.
+    """
+
+    hf_mha_config = None  # the base model's config, set by swap_attention (DistilBERT's stack has none of its own)
+
+    def forward(self, hidden_states, attention_mask=None, **kwargs):
+        refuse_unsupported_kwargs(kwargs)  # before packing, which a prefix-extended mask would break
+        # Per-layer hidden states are recorded by hooks on the stock layers, so those must see padded tensors.
+        wants_hidden_states = kwargs.get("output_hidden_states", self.hf_mha_config.output_hidden_states)
+        if attention_mask is None or attention_mask.ndim != 2 or wants_hidden_states:
+            return super().forward(hidden_states, attention_mask, **kwargs)
+        batch = PackedBatch.from_padding_mask(attention_mask)
+        outputs = super().forward(batch.pack(hidden_states)[None], batch, **kwargs)  # layers see [1, T, d]
+        outputs.last_hidden_state = batch.unpack(outputs.last_hidden_state[0])  # [B, L, d]
+        return outputs
+
+
+class UnpaddedBertEncoder(UnpaddedEncoder, BertEncoder):
+    pass
+
+
+class UnpaddedRobertaEncoder(UnpaddedEncoder, RobertaEncoder):
+    pass
+
+
+class UnpaddedXLMRobertaEncoder(UnpaddedEncoder, XLMRobertaEncoder):
+    pass
+
+
+class UnpaddedElectraEncoder(UnpaddedEncoder, ElectraEncoder):
+    pass
+
+
+class UnpaddedAlbertTransformer(UnpaddedEncoder, AlbertTransformer):
+    pass
+
+
+class UnpaddedDistilBertTransformer(UnpaddedEncoder, Transformer):
+    pass
+
+
 @dataclass(frozen=True)
 class Architecture:
     name: str  # config.model_type
     base_class: type  # the bare encoder model every task model of this family holds
     encoder_attr: str  # the base model's attribute holding the layer stack
+    unpadded_encoder: type  # subclass of that stack's class, with UnpaddedEncoder in front
     stock_attention: type
     to_ours: Callable[[nn.Module, str], MultiHeadAttention]
     to_stock: Callable[[MultiHeadAttention, object], nn.Module]
 
 
 ARCHITECTURES = (
-    Architecture("bert", BertModel, "encoder", BertSelfAttention,
+    Architecture("bert", BertModel, "encoder", UnpaddedBertEncoder, BertSelfAttention,
                  _bert_style_to_ours, _bert_style_to_stock(BertSelfAttention)),
-    Architecture("roberta", RobertaModel, "encoder", RobertaSelfAttention,
+    Architecture("roberta", RobertaModel, "encoder", UnpaddedRobertaEncoder, RobertaSelfAttention,
                  _bert_style_to_ours, _bert_style_to_stock(RobertaSelfAttention)),
-    Architecture("xlm-roberta", XLMRobertaModel, "encoder", XLMRobertaSelfAttention,
+    Architecture("xlm-roberta", XLMRobertaModel, "encoder", UnpaddedXLMRobertaEncoder, XLMRobertaSelfAttention,
                  _bert_style_to_ours, _bert_style_to_stock(XLMRobertaSelfAttention)),
-    Architecture("electra", ElectraModel, "encoder", ElectraSelfAttention,
+    Architecture("electra", ElectraModel, "encoder", UnpaddedElectraEncoder, ElectraSelfAttention,
                  _bert_style_to_ours, _bert_style_to_stock(ElectraSelfAttention)),
-    Architecture("albert", AlbertModel, "encoder", AlbertAttention, _albert_to_ours, _albert_to_stock),
-    Architecture("distilbert", DistilBertModel, "transformer", DistilBertSelfAttention,
-                 _distilbert_to_ours, _distilbert_to_stock),
+    Architecture("albert", AlbertModel, "encoder", UnpaddedAlbertTransformer, AlbertAttention,
+                 _albert_to_ours, _albert_to_stock),
+    Architecture("distilbert", DistilBertModel, "transformer", UnpaddedDistilBertTransformer,
+                 DistilBertSelfAttention, _distilbert_to_ours, _distilbert_to_stock),
 )
 SUPPORTED = tuple(arch.name for arch in ARCHITECTURES)
 
@@ -189,11 +242,7 @@ def swap_attention(model: nn.Module, backend: str = "auto", unpad: bool = True) 
         if config._attn_implementation != ATTN_IMPLEMENTATION:
             base._hf_mha_stock_attn_implementation = config._attn_implementation
             config._attn_implementation = ATTN_IMPLEMENTATION
-        encoder = getattr(base, arch.encoder_attr)
-        _remove_unpadding(encoder)
-        if unpad:
-            # An instance attribute shadows the class's forward: the stock forward runs unchanged inside ours.
-            encoder.forward = functools.partial(_unpadded_forward, type(encoder).forward, encoder, config)
+        _set_unpadding(getattr(base, arch.encoder_attr), arch, config if unpad else None)
     return model
 
 
@@ -208,33 +257,21 @@ def restore_attention(model: nn.Module) -> nn.Module:
                 stock = arch.to_stock(child, base.config)
                 stock.train(child.training)
                 setattr(parent, name, stock)
-        _remove_unpadding(getattr(base, arch.encoder_attr))
+        _set_unpadding(getattr(base, arch.encoder_attr), arch, None)
         if "_hf_mha_stock_attn_implementation" in base.__dict__:
             base.config._attn_implementation = base.__dict__.pop("_hf_mha_stock_attn_implementation")
     return model
 
 
-def _unpadded_forward(stock_forward, encoder, config, hidden_states, attention_mask=None, **kwargs):
-    """The stock encoder forward, run on the real tokens only: [B, L, d] -> packed [1, T, d] -> [B, L, d]."""
-    if kwargs.get("past_key_values") is not None:
-        raise UserError(
-            "hf_mha attention does not take past_key_values (prefix tuning or a decoder cache); "
-            "keep the stock attention (model.attention: stock) for prefix tuning"
-        )
-    # Per-layer hidden states are recorded by hooks on the stock layers, so they must see padded tensors.
-    wants_hidden_states = kwargs.get("output_hidden_states", config.output_hidden_states)
-    if attention_mask is None or attention_mask.ndim != 2 or wants_hidden_states:
-        return stock_forward(encoder, hidden_states, attention_mask, **kwargs)
-    batch = PackedBatch.from_padding_mask(attention_mask)
-    outputs = stock_forward(encoder, batch.pack(hidden_states)[None], batch, **kwargs)  # layers see [1, T, d]
-    outputs.last_hidden_state = batch.unpack(outputs.last_hidden_state[0])  # [B, L, d], zeros at padding
-    return outputs
-
-
-def _remove_unpadding(encoder: nn.Module) -> None:
-    forward = encoder.__dict__.get("forward")
-    if isinstance(forward, functools.partial) and forward.func is _unpadded_forward:
-        del encoder.forward
+def _set_unpadding(encoder: nn.Module, arch: Architecture, config) -> None:
+    """Make `encoder` an unpadded stack reading `config`, or (config None) the stock one again."""
+    if config is None:
+        if isinstance(encoder, UnpaddedEncoder):
+            encoder.__class__ = arch.unpadded_encoder.__bases__[-1]  # the stock class it extends
+            del encoder.hf_mha_config
+        return
+    encoder.__class__ = arch.unpadded_encoder
+    encoder.hf_mha_config = config
 
 
 def _base_models(model: nn.Module) -> list[tuple[Architecture, nn.Module]]:
