@@ -169,6 +169,11 @@ def env() -> None:
 
     for key, value in environment().items():
         console.print(f"[bold]{key}[/]: {value}")
+    from hf_mha.attention.mha import backend_status
+
+    console.print("[bold]attention backends[/] (model.backend):")
+    for name, what in backend_status().items():
+        console.print(f"  {name}: {what}")
     console.print(f"[bold]launch configs[/] ({launch_configs_dir()}):")
     for name, (runs, why) in launch_config_status().items():
         console.print(f"  {'[green]runs here[/]' if runs else '[yellow]not here[/] '}  {name}: {why}")
@@ -190,6 +195,76 @@ def export(
     exported = export_run(run, out)
     console.print(f"{exported.summary}\nWrote {exported.out} (largest output difference from the run's model "
                   f"on a probe batch: {exported.max_abs_diff:.1e})")
+
+
+@app.command()
+def bench(
+    quick: bool = typer.Option(False, "--quick", help="Tiny model, few repeats: a smoke run in under a minute."),
+    size: Optional[str] = typer.Option(
+        None, "--size", help="tiny | mini (MiniLM-L6 shape; CPU default) | base (GPU default) | large."),
+    device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
+    section: Optional[list[str]] = typer.Option(
+        None, "--section", help="attention | train_step; repeatable (default: both)."),
+    backend: Optional[list[str]] = typer.Option(
+        None, "--backend", help="Our backend(s) in the attention section; repeatable (default: all that run here)."),
+    seq_len: Optional[list[int]] = typer.Option(
+        None, "--seq-len", help="Padded width(s) in the attention section; repeatable (default 64 128 256)."),
+    pad: Optional[list[float]] = typer.Option(
+        None, "--pad", help="Padding ratio(s) in the attention section; repeatable (default 0 0.33 0.66)."),
+    attention_batch: Optional[int] = typer.Option(
+        None, "--attention-batch", help="Batch size in the attention section (default 8)."),
+    train_batch: Optional[int] = typer.Option(None, "--train-batch", help="Batch size of the train step (default 32)."),
+    repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per attention cell (default 5)."),
+    train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Timed train steps per model (default 20)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed rounds before timing (default 2)."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's setting)."),
+    json_path: Optional[Path] = typer.Option(
+        None, "--json", help="Also write the header and records as JSON here."),
+) -> None:
+    """Measure our attention against stock transformers (eager, sdpa) in one process: encoder layers forward and
+    forward+backward over lengths and padding ratios, and an SST-2-like training step; prints real tokens/s,
+    step time, peak memory (CUDA), MFU (known GPUs) and the ratio to stock sdpa. On a shared CPU machine, set
+    OMP_WAIT_POLICY=PASSIVE in the environment for steadier numbers.
+
+    Example: mha-ft bench --size mini --section train_step --json bench.json
+    """
+    from hf_mha.bench import print_report, resolve_settings, run_bench
+    from hf_mha.fsutil import write_json
+
+    settings = resolve_settings(
+        quick=quick, device=device, size=size, sections=section, backends=backend, seq_lens=seq_len, pad_ratios=pad,
+        attention_batch=attention_batch, train_batch=train_batch, repeats=repeats, train_steps=train_steps,
+        warmup=warmup, threads=threads,
+    )
+    with console.status("benchmarking") as status:
+        report = run_bench(settings, progress=lambda message: status.update(message))
+    print_report(report, console)
+    if json_path is not None:
+        write_json(json_path, report)
+        console.print(f"Wrote {json_path}")
+
+
+@app.command()
+def heads(
+    run: str = typer.Option(..., "--run", help="A finished run folder; the PNG and JSON files are written into it."),
+    text: Optional[str] = typer.Option(None, "--text", help="Draw every layer's and head's attention on this text."),
+    importance: bool = typer.Option(False, "--importance", help="Score head importance (Michel et al. 2019)."),
+    split: str = typer.Option("validation", "--split", help="Labelled split of the recipe's data to score heads on."),
+    file: Optional[str] = typer.Option(None, "--file", help="Score heads on a labelled file instead of a split."),
+    max_samples: Optional[int] = typer.Option(None, "--max-samples", help="Score on the first N examples only."),
+    prune: Optional[float] = typer.Option(
+        None, "--prune", help="Remove this fraction of the heads, least important first (needs --out)."
+    ),
+    out: Optional[str] = typer.Option(None, "--out", "-o", help="New run folder for the pruned copy."),
+) -> None:
+    """Inspect and prune attention heads: attention maps (attention_maps.png), head importance
+    (head_importance.png, head_importance.json) and a pruned copy of the run that `eval` and `train` take.
+
+    Example: mha-ft heads --run runs/sst2 --text "a gripping film" --prune 0.5 --out runs/sst2-pruned
+    """
+    from hf_mha.heads import heads_command
+
+    heads_command(run, text, importance, split, file, max_samples, prune, out, console=console)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -65,6 +65,33 @@ class DataSection(Section):
     validation_split: str = "validation"
     test_split: str | None = "test"
     """Hub split used as the test set; null skips it (GLUE's test labels are hidden)."""
+    validation_group: str | None = None
+    """Column whose rows stay together when validation is split off train, e.g. `title` to hold out whole SQuAD
+    articles so that no passage is seen in training and in evaluation. Default: rows are split one by one."""
+    token_column: str = "tokens"
+    """Token classification: the column holding each sentence's words (a list of strings). Inputs without it
+    but with a `text` column are split on whitespace."""
+    tag_column: str = "ner_tags"
+    """Token classification: the column holding one tag per word (strings, or ints with ClassLabel names).
+    CoNLL column files are read as `tokens`, `column_1`..`column_<n-2>` and `ner_tags` (the last column), so
+    `column_1` picks CoNLL-2003's part-of-speech tags."""
+    to_iob2: bool = True
+    """Token classification: rewrite IOB1 tags (an I-X that opens an entity) as IOB2 (B-X), the scheme
+    seqeval and most models expect. IOB2 and IOBES tags pass through unchanged; false keeps tags as given."""
+    label_all_tokens: bool = False
+    """Token classification: train on every sub-token of a word (continuations get I-X) rather than only the
+    first. Scoring always reads the first sub-token's prediction."""
+    doc_stride: int = Field(128, gt=0)
+    """Question answering: tokens shared by consecutive windows when a context is longer than max_length."""
+    n_best_size: int = Field(20, gt=0)
+    """Question answering: start and end candidates considered per window when picking the answer."""
+    max_answer_length: int = Field(30, gt=0)
+    """Question answering: the longest answer predicted, in tokens."""
+    version_2_with_negative: bool | None = None
+    """Question answering: questions may have no answer (SQuAD v2.0). Default: true when some training
+    question has no answer; the run's recipe.yaml records the choice."""
+    null_score_diff_threshold: float = 0.0
+    """Question answering (v2.0): answer "no answer" when its score beats the best span's by more than this."""
 
     @field_validator("text_columns")
     @classmethod

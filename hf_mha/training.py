@@ -11,6 +11,7 @@ A run folder holds everything needed to evaluate, predict, resume or export:
 
 from __future__ import annotations
 
+import functools
 import os
 import platform
 import shutil
@@ -20,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from . import fsutil
+from .attention.pruning import load_pruned
 from .callbacks import RunGuard, complete_checkpoints
 from .errors import RunStopped, UserError
 from .recipe import EMBEDDED_MODEL, Recipe, load_recipe, recipe_from_dict
@@ -71,8 +73,9 @@ def load_model(recipe: Recipe, labels: Labels, name: str | None = None):
     task = get_task(recipe.task)
     config = _load(AutoConfig.from_pretrained, name or recipe.model.name, recipe, "model config", **labels.config_kwargs())
     # safetensors only: a pickled .bin checkpoint can run code when loaded.
-    model = _load(task.model_class.from_pretrained, name or recipe.model.name, recipe, "model", config=config,
-                  use_safetensors=True)
+    # load_pruned is from_pretrained, except that a folder of pruned heads comes back with its pruned shapes.
+    model = _load(functools.partial(load_pruned, task.model_class), name or recipe.model.name, recipe, "model",
+                  config=config, use_safetensors=True)
     if recipe.model.attention == "mha":
         from .attention import swap_attention
 
@@ -174,7 +177,7 @@ class Prepared:
     model: Any
 
 
-def _silence_libraries() -> None:
+def silence_libraries() -> None:
     import datasets
     import transformers
 
@@ -189,7 +192,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
 
     from .data import load_raw
 
-    _silence_libraries()
+    silence_libraries()
     out = Path(recipe.output_dir)
     from accelerate import PartialState
 
@@ -334,7 +337,7 @@ def load_run(run_dir: str | Path) -> Recipe:
 def prepare_saved(recipe: Recipe, model_dir: str | Path) -> Prepared:
     from .tuning import load_tuned_model
 
-    _silence_libraries()
+    silence_libraries()
     task = get_task(recipe.task)
     tokenizer = load_tokenizer(recipe, str(model_dir))
     model = load_tuned_model(recipe, model_dir)
@@ -381,7 +384,7 @@ def evaluate(run: str | None = None, model: str | None = None, recipe_name: str 
         if split not in raw:
             raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(raw)})")
         raw_split, prefix = raw[split], {"validation": "eval"}.get(split, split)
-    _check_labels(prepared, raw_split)
+    check_labels(prepared, raw_split)
     features = prepared.task.preprocess(raw_split, prepared.tokenizer, recipe, prepared.labels, training=False)
     trainer = _inference_trainer(prepared, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -392,7 +395,7 @@ def evaluate(run: str | None = None, model: str | None = None, recipe_name: str 
     return metrics
 
 
-def _check_labels(prepared: Prepared, raw_split) -> None:
+def check_labels(prepared: Prepared, raw_split) -> None:
     """The split must have gold labels, all from the label set the model was trained on."""
     recipe, labels = prepared.recipe, prepared.labels
     problem_type = "regression" if labels.problem_type == "regression" else recipe.data.problem_type

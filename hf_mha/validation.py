@@ -11,8 +11,10 @@ def validate_recipe(recipe: Recipe) -> dict[str, Any]:
     """Raise UserError on the first problem; return a short summary of what would be trained."""
     from .data import load_raw
     from .tasks import get_task
-    from .training import load_tokenizer, training_arguments
+    from .training import silence_libraries, load_tokenizer, training_arguments
     from .tuning import check_tuning
+
+    silence_libraries()
 
     task = get_task(recipe.task)
     raw = load_raw(recipe)

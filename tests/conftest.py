@@ -44,9 +44,10 @@ def tiny_model_dir(tmp_path_factory) -> Path:
         words.update(text.split())
         words.add(label)
     words.update("the a of and to in is it , . ? ! eu germany john smith london acme corp".split())
-    vocab_file = folder / "vocab.txt"
-    vocab_file.write_text("\n".join(make_vocab(words)) + "\n")
-    tokenizer = BertTokenizerFast(vocab_file=str(vocab_file), do_lower_case=True)
+    # transformers v5 takes the vocabulary itself (`vocab=`); a `vocab_file=` argument is silently ignored.
+    vocab = {token: i for i, token in enumerate(make_vocab(words))}
+    tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
+    assert tokenizer.vocab_size == len(vocab) > 50
     tokenizer.save_pretrained(folder)
     config = BertConfig(
         vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,

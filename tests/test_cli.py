@@ -138,7 +138,7 @@ def test_empty_dataset(tmp_path, tiny_model_dir):
 
 def test_validate_and_ls_and_cp(tmp_path, tiny_model_dir, intent_files):
     result = runner.invoke(app, ["validate", "--recipe", "quickstart", f"model.name={tiny_model_dir}",
-                                 f"data.files.train={intent_files['train']}", f"data.files.validation={intent_files['validation']}"])
+                                 *(f"data.files.{s}={p}" for s, p in intent_files.items())])
     assert result.exit_code == 0, result.output
     assert "Recipe is valid" in result.output and "labels: account, refund, status" in result.output
     result = runner.invoke(app, ["ls"])
@@ -161,3 +161,28 @@ def test_every_verb_help_has_an_example():
         helped = runner.invoke(app, [verb, "--help"])
         assert helped.exit_code == 0
         assert "Example: mha-ft" in helped.output, verb
+
+
+def test_our_attention_trains_and_saves_the_stock_layout(tmp_path, tiny_model_dir, intent_files):
+    out = tmp_path / "mha"
+    result = mha_ft(
+        "train", "--recipe", "quickstart", f"model.name={tiny_model_dir}", "model.attention=mha",
+        *(f"data.files.{s}={p}" for s, p in intent_files.items()), "train.num_train_epochs=1",
+        "train.use_cpu=true", f"output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    import torch
+
+    # The saved model is plain transformers; swapping our attention back in reproduces its logits.
+    from hf_mha.attention import swap_attention
+
+    stock = AutoModelForSequenceClassification.from_pretrained(out).eval()
+    ours = swap_attention(AutoModelForSequenceClassification.from_pretrained(out).eval())
+    batch = {"input_ids": torch.tensor([[2, 10, 11, 3, 0], [2, 12, 3, 0, 0]]),
+             "attention_mask": torch.tensor([[1, 1, 1, 1, 0], [1, 1, 1, 0, 0]])}
+    with torch.no_grad():
+        assert torch.allclose(stock(**batch).logits, ours(**batch).logits, atol=1e-5)
+    rescored = mha_ft("eval", "--run", str(out), "--split", "test")
+    assert rescored.returncode == 0, rescored.stderr[-2000:]
+    trained = json.loads((out / "metrics.json").read_text())
+    assert json.loads((out / "test_metrics.json").read_text())["test_accuracy"] == pytest.approx(trained["test_accuracy"])

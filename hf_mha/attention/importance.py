@@ -15,7 +15,7 @@ import torch
 from torch import nn
 
 from hf_mha.attention.heads import attention_modules, masked_heads
-from hf_mha.attention.pruning import _config, kept_heads
+from hf_mha.attention.pruning import kept_heads
 from hf_mha.errors import UserError
 
 
@@ -61,7 +61,7 @@ def head_importance(
     if count == 0:
         raise UserError("head importance: no batches to score; give a non-empty labelled split or file")
 
-    importance = torch.full((len(modules), _config(model).num_attention_heads), float("nan"))
+    importance = torch.full((len(modules), model.config.num_attention_heads), float("nan"))
     for row, (heads, total) in enumerate(zip(kept, totals)):
         importance[row, heads] = total.cpu() / count
     if normalize_layers:

@@ -201,3 +201,15 @@ def refuse_unsupported_kwargs(kwargs: dict) -> None:
             "output_attentions=True is not available with hf_mha attention; "
             "use `with hf_mha.attention.attention_probs(model) as maps:` to collect attention maps"
         )
+
+
+def backend_status() -> dict[str, str]:
+    """What each backend can do on this machine, for `mha-ft env`."""
+    cuda = torch.cuda.is_available()
+    return {
+        "reference": "runs (explicit math; returns attention maps)",
+        "sdpa": "runs (torch scaled_dot_product_attention)",
+        "flex": "runs (training and inference)" if cuda else "inference only on CPU (no backward pass there)",
+        "varlen": "runs (flash varlen on packed tokens, fp16/bf16)" if cuda else "needs a CUDA GPU",
+        "auto": "varlen where it runs, else sdpa" if cuda else "sdpa (with unpadding)",
+    }

@@ -23,6 +23,7 @@ one: pruning saves compute only while the model is loaded with `load_pruned`.
 
 from __future__ import annotations
 
+import copy
 import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -42,6 +43,9 @@ from hf_mha.errors import UserError
 
 #: The config attribute recording pruned heads: {module index: [original head indices]}.
 CONFIG_KEY = "hf_mha_pruned_heads"
+#: from_pretrained arguments about where and how to read files, not about the model: a pruned folder is local
+#: safetensors, so they have nothing more to say there.
+LOADING_ONLY = ("revision", "trust_remote_code", "use_safetensors", "cache_dir", "local_files_only", "token")
 
 
 def pruned_heads(config) -> dict[int, list[int]]:
@@ -161,20 +165,25 @@ def unprune_for_export(model: nn.Module) -> nn.Module:
 def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = "auto", **from_pretrained_kwargs):
     """`model_class.from_pretrained(folder, ...)` that also loads what `prune_heads` + save_pretrained wrote.
 
-    Without `config.hf_mha_pruned_heads` this is plain `from_pretrained` (all kwargs passed on), so callers can
-    use it for every folder. A pruned folder is rebuilt from its config (or `config`, e.g. with new label
-    names), swapped to our attention (`backend`), pruned, and given the saved weights; the result comes back in
-    the stock layout like any from_pretrained model, its stock attention modules sized to the pruned heads, so
-    `swap_attention` on it (as training and evaluation do) keeps the pruned head counts.
+    Without `config.hf_mha_pruned_heads` this is plain `from_pretrained` (all arguments passed on), so callers
+    can use it for every folder. A pruned folder is rebuilt from its config (or `config`, e.g. with the label
+    names of a new recipe; config attributes such as `num_labels=` given as keywords apply too), swapped to our
+    attention (`backend`), pruned, and given the saved weights. The result comes back in the stock layout like
+    any from_pretrained model, its stock attention modules sized to the pruned heads, so `swap_attention` on
+    it (as training and evaluation do) keeps the pruned head counts.
     """
     from transformers import AutoConfig
 
     folder = Path(folder)
-    if config is None and (folder / "config.json").is_file():
-        config = AutoConfig.from_pretrained(str(folder))
-    if config is None or not pruned_heads(config):
-        kwargs = from_pretrained_kwargs | ({"config": config} if config is not None else {})
-        return model_class.from_pretrained(str(folder), **kwargs)
+    loading = {k: from_pretrained_kwargs.pop(k) for k in LOADING_ONLY if k in from_pretrained_kwargs}
+    found = config
+    if found is None and (folder / "config.json").is_file():
+        found = AutoConfig.from_pretrained(str(folder), trust_remote_code=loading.get("trust_remote_code", False))
+    if found is None or not pruned_heads(found):
+        given = {"config": config} if config is not None else {}
+        return model_class.from_pretrained(str(folder), **loading, **given, **from_pretrained_kwargs)
+    config = copy.deepcopy(found)  # like from_pretrained, leave the caller's config as it was
+    config.update(from_pretrained_kwargs)
     gone = pruned_heads(config)
     delattr(config, CONFIG_KEY)  # the model is built whole, then prune_heads records the heads again
     # Auto classes build through from_config; a concrete class is its own constructor.
@@ -183,7 +192,6 @@ def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = 
     prune_heads(model, gone)
     _load_weights(model, folder)
     restore_attention(model)
-    _size_stock_attention(model)
     return model.eval()
 
 
@@ -312,19 +320,3 @@ def _load_weights(model: nn.Module, folder: Path) -> None:
             f"{result.unexpected_keys[:3]}; load it with the task model class it was saved from"
         )
     model.tie_weights()
-
-
-def _size_stock_attention(model: nn.Module) -> None:
-    """Stock attention modules take their head counts from the config; give them the pruned ones, which is
-    what `swap_attention` reads. (Their forwards already infer the count from the weights.)"""
-    for module in model.modules():
-        query = getattr(module, "query", None) or getattr(module, "q_lin", None)
-        if isinstance(query, nn.Linear) and hasattr(module, "attention_head_size") and not isinstance(
-            module, MultiHeadAttention
-        ):
-            heads = query.out_features // module.attention_head_size
-            if hasattr(module, "n_heads"):
-                module.n_heads = heads
-            else:
-                module.num_attention_heads = heads
-                module.all_head_size = heads * module.attention_head_size

@@ -92,6 +92,8 @@ def _bert_style_to_stock(stock_class: type) -> Callable:
             stock = stock_class(config)
         stock.query, stock.key, stock.value = ours.query, ours.key, ours.value
         stock.dropout.p = ours.dropout_p
+        # The config holds the unpruned head count; a pruned module keeps its own.
+        stock.num_attention_heads, stock.all_head_size = ours.num_heads, ours.num_heads * ours.head_dim
         return stock
 
     return to_stock
@@ -109,6 +111,7 @@ def _distilbert_to_stock(ours: DistilBertMultiHeadAttention, config) -> nn.Modul
         stock = DistilBertSelfAttention(config)
     stock.q_lin, stock.k_lin, stock.v_lin, stock.out_lin = ours.q_lin, ours.k_lin, ours.v_lin, ours.out_lin
     stock.dropout.p = ours.dropout_p
+    stock.n_heads = ours.num_heads  # pruned heads: the module's count, not the config's
     return stock
 
 
@@ -126,6 +129,7 @@ def _albert_to_stock(ours: AlbertMultiHeadAttention, config) -> nn.Module:
     stock.query, stock.key, stock.value, stock.dense = ours.query, ours.key, ours.value, ours.dense
     stock.LayerNorm, stock.output_dropout = ours.LayerNorm, ours.output_dropout
     stock.attention_dropout.p = ours.dropout_p
+    stock.num_attention_heads, stock.all_head_size = ours.num_heads, ours.num_heads * ours.head_dim
     return stock
 
 

@@ -1,0 +1,80 @@
+"""`mha-ft bench`: the quick run end to end through the CLI, its JSON, the length samplers, and bad options."""
+
+from __future__ import annotations
+
+import json
+import random
+import statistics
+
+import pytest
+from typer.testing import CliRunner
+
+from hf_mha.bench import lengths_with_padding, sst2_lengths
+from hf_mha_cli.main import app, main
+
+RECORD_FIELDS = {"section", "implementation", "mode", "seq_len", "pad_ratio", "real_tokens", "step_ms",
+                 "real_tokens_per_s", "vs_stock_sdpa", "peak_memory_mib", "mfu", "backend"}
+
+
+@pytest.fixture(scope="module")
+def quick_report(tmp_path_factory):
+    out = tmp_path_factory.mktemp("bench") / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--threads", "1", "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    return json.loads(out.read_text()), result.output
+
+
+def test_quick_bench_prints_header_and_tables(quick_report):
+    _, output = quick_report
+    for text in ("machine", "torch", "transformers", "dtype", "threads", "attention: forward+backward",
+                 "train_step: forward+backward+AdamW", "vs stock sdpa"):
+        assert text in output, text
+
+
+def test_quick_bench_json_has_every_implementation_with_positive_numbers(quick_report):
+    report, _ = quick_report
+    header, records = report["header"], report["records"]
+    assert {"machine", "torch", "transformers", "dtype", "threads", "settings"} <= set(header)
+    for record in records:
+        assert set(record) == RECORD_FIELDS
+        assert record["step_ms"] > 0 and record["real_tokens_per_s"] > 0 and record["vs_stock_sdpa"] > 0
+    attention = {(r["implementation"], r["mode"]) for r in records if r["section"] == "attention"}
+    for implementation in ("stock eager", "stock sdpa", "ours sdpa padded", "ours sdpa unpadded",
+                           "ours reference padded", "ours reference unpadded"):
+        assert (implementation, "forward") in attention and (implementation, "forward+backward") in attention
+    assert ("ours flex unpadded", "forward") in attention
+    train = [r for r in records if r["section"] == "train_step"]
+    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded"]
+    assert train[0]["vs_stock_sdpa"] == 1.0
+    assert train[1]["backend"] in ("sdpa", "varlen")
+
+
+@pytest.mark.parametrize("pad_ratio", [0.0, 0.33, 0.66])
+@pytest.mark.parametrize("seq_len", [16, 64, 256])
+def test_lengths_give_the_requested_padding(seq_len, pad_ratio):
+    rng = random.Random(seq_len)
+    for batch_size in (1, 8, 32):
+        lengths = lengths_with_padding(batch_size, seq_len, pad_ratio, rng)
+        assert len(lengths) == batch_size and max(lengths) == seq_len and min(lengths) >= 1
+        if batch_size > 1:
+            padding = 1 - sum(lengths) / (batch_size * seq_len)
+            assert padding == pytest.approx(pad_ratio, abs=1 / (batch_size * seq_len))  # to the nearest token
+
+
+def test_sst2_lengths_fall_back_to_the_fit(tmp_path):
+    lengths, source = sst2_lengths(4000, random.Random(0), data_file=tmp_path / "missing.tsv")
+    assert "log-normal" in source
+    assert 12 < statistics.fmean(lengths) < 15 and max(lengths) <= 66
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--size", "huge", "--size: unknown model size 'huge'; choose one of tiny, mini, base, large"),
+    ("--backend", "fast", "--backend: unknown attention backend 'fast'"),
+    ("--pad", "1.0", "--pad: padding ratios must be in [0, 1)"),
+])
+def test_bad_option_is_one_line_and_exit_code_2(capsys, option, value, message):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["bench", "--quick", option, value])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert message in err and len(err.strip().splitlines()) == 1, err
