@@ -16,6 +16,7 @@ import threading
 from pathlib import Path
 
 from transformers import TrainerCallback
+from transformers.trainer_callback import ProgressCallback
 
 COMPLETE_MARKER = ".complete"
 
@@ -76,3 +77,21 @@ class RunGuard(TrainerCallback):
             return control
         (checkpoint / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")
         return control
+
+
+class LogLines(ProgressCallback):
+    """The Trainer's progress bar, with each log written as `step 40/750 · loss 0.4123 · lr 4.2e-05` instead of
+    a Python dict with every number quoted as a string."""
+
+    HIDDEN = ("total_flos", "epoch", "grad_norm")
+
+    def on_log(self, args, state, control, logs=None, **kwargs):
+        if not state.is_world_process_zero or self.training_bar is None or not logs:
+            return
+        parts = [f"step {state.global_step}/{state.max_steps}", f"epoch {state.epoch or 0:.2f}"]
+        for key, value in logs.items():
+            if key in self.HIDDEN or key.endswith(("_runtime", "_per_second")):
+                continue
+            name = key.replace("learning_rate", "lr")
+            parts.append(f"{name} {value:.4g}" if isinstance(value, float) else f"{name} {value}")
+        self.training_bar.write(" · ".join(parts))

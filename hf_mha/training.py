@@ -22,7 +22,7 @@ from typing import Any
 
 from . import fsutil
 from .attention.pruning import load_pruned
-from .callbacks import RunGuard, complete_checkpoints
+from .callbacks import LogLines, RunGuard, complete_checkpoints
 from .errors import RunStopped, UserError
 from .recipe import EMBEDDED_MODEL, Recipe, load_recipe, recipe_from_dict
 from .tasks import Labels, get_task
@@ -101,6 +101,8 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         "report_to": "none",
         "save_total_limit": 2,
         "logging_nan_inf_filter": False,  # the default hides a diverged loss from the logs (and from RunGuard)
+        "disable_tqdm": False,  # the default follows transformers' log level, which we turn down
+        "dataloader_pin_memory": torch.cuda.is_available(),  # pinning without a GPU only warns
     }
     if metric_for_best:
         defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best}
@@ -189,6 +191,7 @@ def silence_libraries() -> None:
 def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, console=None) -> dict[str, float]:
     """Fine-tune as the recipe says; return the flat metrics also written to metrics.json."""
     from transformers import Trainer, set_seed
+    from transformers.trainer_callback import ProgressCallback
 
     from .data import load_raw
 
@@ -225,6 +228,9 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
         callbacks=[guard],
     )
+    if not args.disable_tqdm:
+        trainer.remove_callback(ProgressCallback)
+        trainer.add_callback(LogLines())
     main = trainer.is_world_process_zero()
     if main:
         out.mkdir(parents=True, exist_ok=True)
