@@ -8,7 +8,9 @@
   and our bottleneck adapter (a non-linearity sits between its two projections, so it is no linear map). The
   folder holds the base model and, in `adapter/`, the adapter files, with a README.txt saying how to load them.
 
-Runs are saved in the stock attention layout whatever `model.attention` was, so exports are stock too. Every
+Runs are saved in the stock attention layout whatever `model.attention` was, so exports are stock too; a run
+whose heads were pruned (`mha-ft heads --prune`) gets them back as zeros, since transformers cannot build layers
+with different head counts (the outputs do not change). Every
 export is loaded back and its outputs on a probe batch are compared with the run's model; the difference is
 reported with the result.
 """
@@ -93,13 +95,13 @@ def _write(model, recipe: Recipe, run: Path, staging: Path) -> tuple[bool, str]:
             except (NotImplementedError, TypeError, ValueError) as exc:
                 reason = f"PEFT cannot merge {method}: {str(exc).splitlines()[0]}"
             else:
-                merged.save_pretrained(staging)
+                _whole_heads(merged).save_pretrained(staging)
                 return True, f"merged the {method} adapter and its task head into the base weights"
     elif adapter_files(run) == "bottleneck":
         reason = ("bottleneck adapters put a non-linearity between their down- and up-projections, so they cannot "
                   "be folded into the base weights")
     else:
-        model.save_pretrained(staging)
+        _whole_heads(model).save_pretrained(staging)
         return False, "full fine-tuning: the run's model, as a plain transformers folder"
     _write_unmerged(recipe, run, staging, reason)
     return False, f"not merged: {reason}; wrote the base model, {EXPORTED_ADAPTER}/ and README.txt"
@@ -119,6 +121,17 @@ def _merge(model):
     return model.merge_and_unload()
 
 
+def _whole_heads(model):
+    """A model whose heads were pruned (`mha-ft heads --prune`) gets them back as zeros, outputs unchanged:
+    transformers cannot build layers with different head counts. Other models come back as they are."""
+    from .attention import restore_attention, swap_attention
+    from .attention.pruning import pruned_heads, unprune_for_export
+
+    if not pruned_heads(model.config):
+        return model
+    return restore_attention(unprune_for_export(swap_attention(model)))
+
+
 def _write_unmerged(recipe: Recipe, run: Path, staging: Path, reason: str) -> None:
     from peft.utils.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
 
@@ -133,7 +146,7 @@ def _write_unmerged(recipe: Recipe, run: Path, staging: Path, reason: str) -> No
                        "load_bottleneck_adapters"),
     }
     names, imports, loader = kinds[adapter_files(run)]
-    load_base_model(recipe, run).save_pretrained(staging)
+    _whole_heads(load_base_model(recipe, run)).save_pretrained(staging)
     (staging / EXPORTED_ADAPTER).mkdir()
     for name in names:
         shutil.copy2(run / name, staging / EXPORTED_ADAPTER / name)

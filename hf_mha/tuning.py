@@ -592,9 +592,11 @@ def adapter_files(folder: str | Path) -> str | None:
 
 
 def load_base_model(recipe: Recipe, model_dir: str | Path):
-    """The task model with base weights `recipe.model.name` and the labels of the config.json in `model_dir`."""
+    """The task model with base weights `recipe.model.name` and the labels of the config.json in `model_dir`.
+    The base may be a run whose heads were pruned (`mha-ft heads --prune`): `load_pruned` reads both."""
     from transformers import AutoConfig
 
+    from .attention.pruning import load_pruned
     from .tasks import get_task
     from .training import resolve_model_name
 
@@ -602,7 +604,7 @@ def load_base_model(recipe: Recipe, model_dir: str | Path):
     kwargs = {"revision": recipe.model.revision, "trust_remote_code": recipe.model.trust_remote_code}
     try:
         config = AutoConfig.from_pretrained(str(model_dir), trust_remote_code=recipe.model.trust_remote_code)
-        return get_task(recipe.task).model_class.from_pretrained(name, config=config, **kwargs)
+        return load_pruned(get_task(recipe.task).model_class, name, config=config, **kwargs)
     except OSError as exc:
         where = "a local folder" if Path(name).exists() else "the hub (needs the internet) or a local folder"
         raise UserError(
@@ -612,22 +614,24 @@ def load_base_model(recipe: Recipe, model_dir: str | Path):
 
 
 def load_tuned_model(recipe: Recipe, model_dir: str | Path):
-    """What `save_tuned_model` (or an unmerged `export`) wrote, ready for inference, in the stock layout.
+    """What `save_tuned_model` (or an unmerged `export`) wrote, ready for inference, in the stock layout (with
+    pruned heads where the run was pruned: `hf_mha.attention.pruning`).
 
     A run folder holds the adapter and takes its base weights from `recipe.model.name`; an export of a method
     that cannot merge holds the base weights itself and the adapter in its EXPORTED_ADAPTER subfolder.
     """
+    from .attention.pruning import load_pruned
     from .tasks import get_task
 
     folder = Path(model_dir)
     model_class = get_task(recipe.task).model_class
     try:
         if adapter_files(folder / EXPORTED_ADAPTER):
-            base, adapter_dir = model_class.from_pretrained(str(folder)), folder / EXPORTED_ADAPTER
+            base, adapter_dir = load_pruned(model_class, folder), folder / EXPORTED_ADAPTER
         elif adapter_files(folder):
             base, adapter_dir = load_base_model(recipe, folder), folder
         else:
-            return model_class.from_pretrained(str(folder))
+            return load_pruned(model_class, folder)  # from_pretrained, and a run of pruned heads too
     except OSError as exc:
         raise UserError(f"cannot load the model in {folder}: {str(exc).splitlines()[0][:200]}") from None
     if adapter_files(adapter_dir) == "peft":
