@@ -21,6 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from . import fsutil
+from torch.utils.data import SequentialSampler
+from transformers import Trainer
+from transformers.trainer_utils import has_length
+
 from .attention.pruning import load_pruned
 from .callbacks import LogLines, RunGuard, complete_checkpoints
 from .errors import RunStopped, UserError
@@ -28,6 +32,17 @@ from .recipe import EMBEDDED_MODEL, Recipe, load_recipe, recipe_from_dict
 from .tasks import Labels, get_task
 
 FINISHED_MARKER = "metrics.json"
+
+
+class RunTrainer(Trainer):
+    """transformers 5.23 groups evaluation batches by length too when `train_sampling_strategy` is
+    `group_by_length`, so predictions come back out of example order (wrong rows in predictions files, and
+    wrong NER/QA scores, which are matched to examples by position). Evaluation here always keeps the order."""
+
+    def _get_eval_sampler(self, eval_dataset):
+        if eval_dataset is None or not has_length(eval_dataset):
+            return None
+        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 RECIPE_FILE = "recipe.yaml"
 
 
@@ -190,7 +205,7 @@ def silence_libraries() -> None:
 
 def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, console=None) -> dict[str, float]:
     """Fine-tune as the recipe says; return the flat metrics also written to metrics.json."""
-    from transformers import Trainer, set_seed
+    from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
 
     from .data import load_raw
@@ -218,7 +233,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
     model, trainable = apply_tuning(model, recipe)
 
     guard = RunGuard()
-    trainer = Trainer(
+    trainer = RunTrainer(
         model=model,
         args=args,
         train_dataset=features["train"],
@@ -356,11 +371,11 @@ def prepare_saved(recipe: Recipe, model_dir: str | Path) -> Prepared:
 
 
 def _inference_trainer(prepared: Prepared, out_dir: Path):
-    from transformers import Trainer, TrainingArguments
+    from transformers import TrainingArguments
 
     batch = int(prepared.recipe.train.get("per_device_eval_batch_size", 64))
     args = TrainingArguments(output_dir=str(out_dir), per_device_eval_batch_size=batch, report_to="none")
-    return Trainer(
+    return RunTrainer(
         model=prepared.model, args=args, processing_class=prepared.tokenizer,
         data_collator=prepared.task.collator(prepared.tokenizer, prepared.recipe),
     )
@@ -370,7 +385,7 @@ def evaluate(run: str | None = None, model: str | None = None, recipe_name: str 
              split: str = "validation", file: str | None = None, overrides: list[str] | None = None,
              console=None) -> dict[str, float]:
     """Score a finished run (or a model folder with a recipe) on a split of the recipe's data or on a file."""
-    from .data import load_raw, read_inputs
+    from .data import TABULAR, load_raw, read_inputs
 
     if run:
         recipe = load_run(run)
@@ -384,7 +399,10 @@ def evaluate(run: str | None = None, model: str | None = None, recipe_name: str 
         raise UserError("eval: give --run DIR, or --model DIR with --recipe R")
     prepared = prepare_saved(recipe, model_dir)
     if file:
-        raw_split, prefix = read_inputs(file), Path(file).stem.replace(".", "_")
+        # validation.jsonl -> validation_*, eng.testb -> eng_testb_*: the name, less a data-format extension
+        path = Path(file)
+        name = path.stem if path.suffix.lower() in TABULAR else path.name
+        raw_split, prefix = read_inputs(file), name.replace(".", "_")
     else:
         raw = load_raw(recipe)
         if split not in raw:

@@ -50,6 +50,16 @@ def test_run_folder_contents(finished_run):
     assert "eval_accuracy" in result.stdout
 
 
+def test_predictions_follow_the_example_order(finished_run):
+    # The quickstart recipe groups training batches by length; evaluation must still keep the data's order.
+    out, files, _ = finished_run
+    expected = [json.loads(line)["text"] for line in files["validation"].read_text().splitlines()]
+    rows = [json.loads(line) for line in (out / "predictions.jsonl").read_text().splitlines()]
+    assert [row["text"] for row in rows] == expected
+    gold = [json.loads(line)["label"] for line in files["validation"].read_text().splitlines()]
+    assert [row["label"] for row in rows] == gold
+
+
 def test_final_model_loads_with_plain_transformers(finished_run):
     out, _, _ = finished_run
     model = AutoModelForSequenceClassification.from_pretrained(out)
