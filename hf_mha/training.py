@@ -228,7 +228,7 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
 
     set_seed(args.seed)
     model = load_model(recipe, labels)
-    from .tuning import apply_tuning
+    from .tuning import apply_tuning, optimizer_cls_and_kwargs, tuning_callbacks
 
     model, trainable = apply_tuning(model, recipe)
 
@@ -241,7 +241,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
         data_collator=task.collator(tokenizer, recipe),
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
-        callbacks=[guard],
+        callbacks=[guard, *tuning_callbacks(recipe)],  # AdaLoRA's rank schedule
+        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, recipe, args),  # layer-wise lr decay
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)

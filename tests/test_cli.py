@@ -196,3 +196,31 @@ def test_our_attention_trains_and_saves_the_stock_layout(tmp_path, tiny_model_di
     assert rescored.returncode == 0, rescored.stderr[-2000:]
     trained = json.loads((out / "metrics.json").read_text())
     assert json.loads((out / "test_metrics.json").read_text())["test_accuracy"] == pytest.approx(trained["test_accuracy"])
+
+
+@pytest.mark.parametrize(
+    "tuning, check",
+    [
+        (["tuning.method=adalora", "tuning.init_r=4", "tuning.target_r=2"],
+         lambda trainer: any(type(c).__name__ == "AdaLoraSchedule" for c in trainer.callback_handler.callbacks)),
+        (["tuning.method=full", "tuning.layerwise_lr_decay=0.5"],
+         lambda trainer: len({g["lr"] for g in trainer.optimizer_cls_and_kwargs[1]["params"]}) > 2),
+    ],
+    ids=["adalora-schedule", "layerwise-lr-decay"],
+)
+def test_tuning_hooks_reach_the_trainer(tmp_path, tiny_model_dir, intent_files, monkeypatch, tuning, check):
+    from hf_mha import load_recipe, train
+    from hf_mha.training import RunTrainer
+
+    seen = {}
+    original = RunTrainer.train
+
+    def spy(self, *args, **kwargs):
+        seen["ok"] = check(self)
+        return original(self, *args, **kwargs)
+
+    monkeypatch.setattr(RunTrainer, "train", spy)
+    recipe = load_recipe("quickstart", [f"model.name={tiny_model_dir}", *(f"data.files.{s}={p}" for s, p in intent_files.items()),
+                                        "train.num_train_epochs=1", "train.use_cpu=true", f"output_dir={tmp_path / 'run'}", *tuning])
+    train(recipe)
+    assert seen["ok"]
