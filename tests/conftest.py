@@ -33,6 +33,17 @@ def make_vocab(words) -> list[str]:
     return specials + pieces
 
 
+@pytest.fixture(autouse=True, scope="session")
+def one_torch_thread():
+    """Tiny tensors: one thread is many times faster than several contending for two shared cores."""
+    import torch
+
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="session")
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A 2-layer, 32-wide BertModel and its tokenizer: any AutoModelFor...from_pretrained adds a fresh head."""

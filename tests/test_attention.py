@@ -34,14 +34,6 @@ from hf_mha.errors import UserError
 D_MODEL, NUM_HEADS, HEAD_DIM = 32, 4, 8
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: syncing threads costs more than it saves, many times over on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def standalone_attention(backend: str = "reference") -> MultiHeadAttention:
     torch.manual_seed(0)

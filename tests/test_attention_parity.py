@@ -34,14 +34,6 @@ LOGITS_ATOL = 1e-5
 GRAD_ATOL = 1e-4
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_torch_thread():
-    """Tiny tensors: syncing threads costs more than it saves, many times over on a shared machine."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 def tiny_config(arch: str, **overrides):
     """2 layers, width 32, 4 heads, every dropout 0 so train mode is deterministic."""

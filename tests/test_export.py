@@ -35,14 +35,6 @@ from conftest import INTENT_EXAMPLES, write_jsonl
 LABELS = ["account", "refund", "status"]
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny tensors: one thread is many times faster than several threads contending for two shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
 
 @pytest.fixture(scope="module")
 def base_dirs(tmp_path_factory, tiny_model_dir):
