@@ -17,6 +17,7 @@ reported with the result.
 
 from __future__ import annotations
 
+import inspect
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -28,7 +29,9 @@ from .errors import UserError
 from .recipe import Recipe
 from .tuning import EXPORTED_ADAPTER, adapter_files, load_base_model, load_tuned_model
 
-PROBE = ["mha-ft export check", "a second, longer probe sentence, so that the batch has padding in it"]
+# Sentence pairs, so that models with segment embeddings see both segments (and QA models a question and a context).
+PROBE = (["mha-ft export check", "which probe is longer ?"],
+         ["a first sentence", "a second, longer probe sentence, so that the batch has padding in it"])
 
 
 @dataclass
@@ -54,8 +57,10 @@ def export_run(run: str | Path, out: str | Path) -> Exported:
         raise UserError(f"--out: {out} exists and is not empty; export never overwrites, choose a new folder")
     model = load_tuned_model(recipe, run).eval()
     tokenizer = load_tokenizer(recipe, str(run))
-    probe = tokenizer(PROBE, padding=True, return_tensors="pt")
-    probe = {key: probe[key] for key in ("input_ids", "attention_mask")}  # not every model takes token_type_ids
+    probe = tokenizer(*PROBE, padding=True, return_tensors="pt")
+    # Only the inputs the model names: DistilBERT and RoBERTa-style models have no token_type_ids.
+    accepted = inspect.signature(_task_model(model).forward).parameters
+    probe = {key: value for key, value in probe.items() if key in accepted}
     expected = _outputs(model, probe)
 
     # Written beside `out` and renamed at the end: an export that fails leaves nothing behind.
@@ -73,6 +78,11 @@ def export_run(run: str | Path, out: str | Path) -> Exported:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Exported(out, merged, summary, diff)
+
+
+def _task_model(model):
+    """The transformers model inside a PEFT or bottleneck wrapper."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _outputs(model, probe: dict[str, torch.Tensor]) -> list[torch.Tensor]:

@@ -31,6 +31,7 @@ from .errors import RunStopped, UserError
 from .recipe import EMBEDDED_MODEL, Recipe, load_recipe, recipe_from_dict
 from .tasks import Labels, get_task
 
+RECIPE_FILE = "recipe.yaml"
 FINISHED_MARKER = "metrics.json"
 
 
@@ -43,7 +44,6 @@ class RunTrainer(Trainer):
         if eval_dataset is None or not has_length(eval_dataset):
             return None
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
-RECIPE_FILE = "recipe.yaml"
 
 
 # --------------------------------------------------------------------------- model and tokenizer
@@ -219,6 +219,9 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
         found_unfinished = check_output_dir(out, overwrite and state.is_main_process)
     checkpoint = _resume_point(out, found_unfinished, resume, console if state.is_main_process else None)
     task = get_task(recipe.task)
+    from .tuning import apply_tuning, check_tuning, optimizer_cls_and_kwargs, tuning_callbacks
+
+    check_tuning(recipe)  # a misspelt option fails in a second, not after the data and the model have loaded
     raw = load_raw(recipe)
     labels = task.labels(raw, recipe)
     tokenizer = load_tokenizer(recipe)
@@ -228,8 +231,6 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
 
     set_seed(args.seed)
     model = load_model(recipe, labels)
-    from .tuning import apply_tuning, optimizer_cls_and_kwargs, tuning_callbacks
-
     model, trainable = apply_tuning(model, recipe)
 
     guard = RunGuard()

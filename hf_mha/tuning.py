@@ -43,6 +43,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from peft import PeftModel, PeftModelForQuestionAnswering
 from torch import nn
 from transformers import TrainerCallback
 
@@ -395,7 +396,7 @@ def _peft_model(model: nn.Module, method: Method, options: dict[str, Any], recip
     options["modules_to_save"] = heads + [m for m in options.get("modules_to_save") or [] if m not in heads]
     config = _build_config(method, {**options, "task_type": TASK_TYPES[recipe.task]})
     try:
-        return get_peft_model(model, config)
+        return _hand_on_every_input(get_peft_model(model, config))
     except (ValueError, TypeError, NotImplementedError) as exc:
         hint = ""
         if "target_modules" in _fields(method.config_class) and "target_modules" not in options:
@@ -403,6 +404,22 @@ def _peft_model(model: nn.Module, method: Method, options: dict[str, Any], recip
         raise UserError(
             f"tuning.method {method.name}: PEFT cannot apply it to this model: {str(exc).splitlines()[0]}{hint}"
         ) from None
+
+
+class QuestionAnsweringPeftModel(PeftModelForQuestionAnswering):
+    """PEFT (0.21) makes question-answering models a PeftModelForQuestionAnswering, whose forward takes
+    `token_type_ids` and `position_ids` by name and, for every method but prompt learning, never hands them on:
+    BERT then reads question and context as one segment, in training and in evaluation, and a merged export, which
+    does get them, computes something else than the run did. PeftModel's own forward hands every input on; prompt
+    learning, the one case the QA forward is written for, is not offered for QA (see `check_tuning`)."""
+
+    forward = PeftModel.forward
+
+
+def _hand_on_every_input(model):
+    if type(model) is PeftModelForQuestionAnswering:
+        model.__class__ = QuestionAnsweringPeftModel
+    return model
 
 
 def _prompt_learning_options(model: nn.Module, method: Method, options: dict[str, Any]) -> dict[str, Any]:
@@ -413,6 +430,13 @@ def _prompt_learning_options(model: nn.Module, method: Method, options: dict[str
     if method.name == "prefix_tuning":
         forwards = (model.forward, model.base_model.forward)
         if not any("past_key_values" in inspect.signature(forward).parameters for forward in forwards):
+            if any("cache" in inspect.signature(forward).parameters for forward in forwards):
+                import transformers
+
+                raise UserError(
+                    f"tuning.method prefix: transformers {transformers.__version__} names the past key/values "
+                    "`cache`, and PEFT looks for `past_key_values`; pip install 'transformers<5.24', or use lora"
+                )
             raise UserError(
                 f"tuning.method prefix: prefix tuning feeds past key/values, which {type(model).__name__} does not "
                 "take; use prompt tuning, lora or adapter"
@@ -558,8 +582,6 @@ def _stock_attention(model, recipe: Recipe):
 
 def save_tuned_model(model, recipe: Recipe, out: Path) -> None:
     """Full fine-tuning: the whole model. Adapter methods: what trained (adapter and head) and config.json."""
-    from peft import PeftModel
-
     from .adapters import save_bottleneck_adapters
 
     with _stock_attention(model, recipe):
@@ -635,9 +657,7 @@ def load_tuned_model(recipe: Recipe, model_dir: str | Path):
     except OSError as exc:
         raise UserError(f"cannot load the model in {folder}: {str(exc).splitlines()[0][:200]}") from None
     if adapter_files(adapter_dir) == "peft":
-        from peft import PeftModel
-
-        return PeftModel.from_pretrained(base, str(adapter_dir))
+        return _hand_on_every_input(PeftModel.from_pretrained(base, str(adapter_dir)))
     from .adapters import load_bottleneck_adapters
 
     try:

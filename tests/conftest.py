@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -44,31 +46,69 @@ def one_torch_thread():
     torch.set_num_threads(threads)
 
 
-@pytest.fixture(scope="session")
-def tiny_model_dir(tmp_path_factory) -> Path:
-    """A 2-layer, 32-wide BertModel and its tokenizer: any AutoModelFor...from_pretrained adds a fresh head."""
+def build_tiny_bert(folder: Path, text: str) -> Path:
+    """A 2-layer, 32-wide BertModel and a WordPiece tokenizer over the words (and letters) of `text`: any
+    AutoModelFor...from_pretrained(folder) adds a fresh head."""
+    import torch
     from transformers import BertConfig, BertModel, BertTokenizerFast
 
-    folder = tmp_path_factory.mktemp("tiny-bert")
-    words = set()
-    for text, label in INTENT_EXAMPLES:
-        words.update(text.split())
-        words.add(label)
-    words.update("the a of and to in is it , . ? ! eu germany john smith london acme corp".split())
     # transformers v5 takes the vocabulary itself (`vocab=`); a `vocab_file=` argument is silently ignored.
-    vocab = {token: i for i, token in enumerate(make_vocab(words))}
+    vocab = {piece: i for i, piece in enumerate(make_vocab(set(text.lower().split())))}
     tokenizer = BertTokenizerFast(vocab=vocab, do_lower_case=True)
-    assert tokenizer.vocab_size == len(vocab) > 50
     tokenizer.save_pretrained(folder)
     config = BertConfig(
-        vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-        intermediate_size=64, max_position_embeddings=128,
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+        max_position_embeddings=128,
     )
-    import torch
-
     torch.manual_seed(0)
     BertModel(config).save_pretrained(folder)
     return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """The tiny BERT over the words of the intent examples and a few names."""
+    words = " ".join(f"{text} {label}" for text, label in INTENT_EXAMPLES)
+    return build_tiny_bert(tmp_path_factory.mktemp("tiny-bert"),
+                           words + " the a of and to in is it , . ? ! eu germany john smith london acme corp")
+
+
+@pytest.fixture(scope="session")
+def encoder_dirs(tmp_path_factory, tiny_model_dir) -> dict[str, Path]:
+    """One saved bare encoder per architecture, dropout off, with the tiny BERT's tokenizer: the `model.name` that
+    a run's head and adapter load back onto. Their heads differ: DistilBERT's is pre_classifier + classifier,
+    RoBERTa's a dense layer and a projection in one module, BERT's and ALBERT's classifier sits on a pooler."""
+    import torch
+    from transformers import (AlbertConfig, AlbertModel, AutoTokenizer, BertConfig, BertModel, DistilBertConfig,
+                              DistilBertModel, RobertaConfig, RobertaModel)
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    small = dict(vocab_size=tokenizer.vocab_size, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                 intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+                 max_position_embeddings=128)
+    bases = {
+        "bert": (BertModel, BertConfig(**small)),
+        "roberta": (RobertaModel, RobertaConfig(**small, pad_token_id=tokenizer.pad_token_id)),
+        "distilbert": (DistilBertModel, DistilBertConfig(
+            vocab_size=tokenizer.vocab_size, dim=32, n_layers=2, n_heads=4, hidden_dim=64, dropout=0.0,
+            attention_dropout=0.0, seq_classif_dropout=0.0, max_position_embeddings=128)),
+        "albert": (AlbertModel, AlbertConfig(**small, embedding_size=16, classifier_dropout_prob=0.0)),
+    }
+    folders = {}
+    for arch, (model_class, config) in bases.items():
+        folders[arch] = tmp_path_factory.mktemp(arch)
+        tokenizer.save_pretrained(folders[arch])
+        torch.manual_seed(0)
+        model_class(config).save_pretrained(folders[arch])
+    return folders
+
+
+def mha_ft(*args: str, real_model: bool = False) -> subprocess.CompletedProcess:
+    """The CLI in a fresh process, as a user runs it. Tiny models get one thread (fastest on a shared machine);
+    a real model gets every core and no time limit."""
+    env = os.environ if real_model else os.environ | {"OMP_NUM_THREADS": "1"}
+    return subprocess.run([sys.executable, "-m", "hf_mha_cli", *args], capture_output=True, text=True,
+                          timeout=None if real_model else 600, env=env)
 
 
 def write_jsonl(path: Path, rows) -> Path:

@@ -100,6 +100,17 @@ def swapped_copy(model: nn.Module, **swap_kwargs) -> nn.Module:
     return swap_attention(copy.deepcopy(model), **swap_kwargs)
 
 
+def stock_ours_and_batch(arch: str, head: str, attn: str, training: bool):
+    """A tiny stock model in train or eval mode, a swapped copy of it, and a padded batch for both."""
+    stock = tiny_model(arch, head, attn).train(training)
+    return stock, swapped_copy(stock), make_batch(arch)
+
+
+def outputs_diff(stock, ours, batch, head) -> float:
+    keep = batch["attention_mask"].bool()
+    return max_diff(real_outputs(stock(**batch), head, keep), real_outputs(ours(**batch), head, keep))
+
+
 def grads_after_loss(model, batch, head) -> dict[str, torch.Tensor]:
     model.zero_grad(set_to_none=True)
     keep = batch["attention_mask"].bool()
@@ -113,24 +124,17 @@ def grads_after_loss(model, batch, head) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("head", list(HEADS))
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_logits_match_stock_in_eval(arch, head, attn):
-    stock = tiny_model(arch, head, attn).eval()
-    ours = swapped_copy(stock)
-    batch = make_batch(arch)
-    keep = batch["attention_mask"].bool()
+    stock, ours, batch = stock_ours_and_batch(arch, head, attn, training=False)
     with torch.no_grad():
-        diff = max_diff(real_outputs(stock(**batch), head, keep), real_outputs(ours(**batch), head, keep))
-    assert diff < LOGITS_ATOL
+        assert outputs_diff(stock, ours, batch, head) < LOGITS_ATOL
 
 
 @pytest.mark.parametrize("arch", ARCHS)
 @pytest.mark.parametrize("head", list(HEADS))
 @pytest.mark.parametrize("attn", ["sdpa", "eager"])
 def test_train_mode_logits_and_gradients_match_stock(arch, head, attn):
-    stock = tiny_model(arch, head, attn).train()
-    ours = swapped_copy(stock)
-    batch = make_batch(arch)
-    keep = batch["attention_mask"].bool()
-    assert max_diff(real_outputs(stock(**batch), head, keep), real_outputs(ours(**batch), head, keep)) < LOGITS_ATOL
+    stock, ours, batch = stock_ours_and_batch(arch, head, attn, training=True)
+    assert outputs_diff(stock, ours, batch, head) < LOGITS_ATOL
 
     stock_grads, our_grads = grads_after_loss(stock, batch, head), grads_after_loss(ours, batch, head)
     assert stock_grads.keys() == our_grads.keys()

@@ -1,22 +1,18 @@
 """End to end through the CLI on the tiny model: train -> eval -> predict, and the bad-input contract."""
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
+from conftest import mha_ft
 from hf_mha_cli.main import app
 
 runner = CliRunner()
 
 
-def mha_ft(*args: str) -> subprocess.CompletedProcess:
-    """Run the real console entry point in a subprocess: exit codes and stderr as a user sees them."""
-    return subprocess.run([sys.executable, "-m", "hf_mha_cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")

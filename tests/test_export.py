@@ -4,9 +4,6 @@ methods that cannot merge export base + adapter; and a LoRA run end to end throu
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -14,10 +11,6 @@ from peft import PeftModel
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
-    DistilBertConfig,
-    DistilBertModel,
-    RobertaConfig,
-    RobertaModel,
 )
 from typer.testing import CliRunner
 
@@ -30,30 +23,9 @@ from hf_mha.recipe import recipe_from_dict
 from hf_mha.tuning import apply_tuning, load_tuned_model, save_tuned_model
 from hf_mha_cli.main import app
 
-from conftest import INTENT_EXAMPLES, write_jsonl
+from conftest import INTENT_EXAMPLES, mha_ft, write_jsonl
 
 LABELS = ["account", "refund", "status"]
-
-
-
-@pytest.fixture(scope="module")
-def base_dirs(tmp_path_factory, tiny_model_dir):
-    """The tiny BERT, and a DistilBERT (head: pre_classifier + classifier) and a RoBERTa (head: a dense layer and a
-    projection in one module) with its vocabulary."""
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    folders = {"bert": tiny_model_dir}
-    small = dict(vocab_size=tokenizer.vocab_size, max_position_embeddings=128)
-    configs = {
-        "distilbert": (DistilBertModel, DistilBertConfig(**small, dim=32, n_layers=2, n_heads=4, hidden_dim=64)),
-        "roberta": (RobertaModel, RobertaConfig(**small, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
-                                                intermediate_size=64, pad_token_id=0)),
-    }
-    for arch, (model_class, config) in configs.items():
-        folders[arch] = tmp_path_factory.mktemp(arch)
-        tokenizer.save_pretrained(folders[arch])
-        torch.manual_seed(0)
-        model_class(config).save_pretrained(folders[arch])
-    return folders
 
 
 def encode(tokenizer, texts):
@@ -115,8 +87,8 @@ UNMERGEABLE = {
     ("lora", "mha", "bert"), ("ia3", "mha", "bert"), ("lora", "stock", "distilbert"), ("lora", "mha", "distilbert"),
     ("ia3", "stock", "roberta"), ("loha", "stock", "roberta"),
 ])
-def test_merged_export_loads_with_plain_transformers(method, attention, arch, tmp_path, base_dirs):
-    trained, inputs = make_run(tmp_path / "run", base_dirs[arch], MERGEABLE[method], attention)
+def test_merged_export_loads_with_plain_transformers(method, attention, arch, tmp_path, encoder_dirs):
+    trained, inputs = make_run(tmp_path / "run", encoder_dirs[arch], MERGEABLE[method], attention)
     exported = export_run(tmp_path / "run", tmp_path / "out")
     assert exported.merged == (method != "full")
     assert exported.max_abs_diff < 1e-5
@@ -196,12 +168,6 @@ def test_export_refuses_a_non_empty_out_and_a_run_that_is_not_finished(tmp_path,
 
 
 # --------------------------------------------------------------------------- the CLI, end to end
-
-
-def mha_ft(*args: str) -> subprocess.CompletedProcess:
-    env = os.environ | {"OMP_NUM_THREADS": "1"}  # a tiny model: one thread is fastest on a shared machine
-    return subprocess.run([sys.executable, "-m", "hf_mha_cli", *args], capture_output=True, text=True, timeout=600,
-                          env=env)
 
 
 @pytest.fixture(scope="module")

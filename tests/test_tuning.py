@@ -15,17 +15,9 @@ from peft import PeftModel
 from peft.utils import ModulesToSaveWrapper
 from safetensors.torch import load_file
 from transformers import (
-    AlbertConfig,
-    AlbertModel,
     AutoModelForQuestionAnswering,
     AutoModelForSequenceClassification,
     AutoModelForTokenClassification,
-    BertConfig,
-    BertModel,
-    DistilBertConfig,
-    DistilBertModel,
-    RobertaConfig,
-    RobertaModel,
     Trainer,
     TrainingArguments,
 )
@@ -44,30 +36,8 @@ from hf_mha.tuning import (
     tuning_callbacks,
 )
 
-VOCAB = 64
-SMALL = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-             hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0, vocab_size=VOCAB, max_position_embeddings=64)
-BASES = {
-    "bert": (BertModel, BertConfig(**SMALL)),
-    "roberta": (RobertaModel, RobertaConfig(**SMALL, pad_token_id=1)),
-    "distilbert": (DistilBertModel, DistilBertConfig(vocab_size=VOCAB, dim=32, n_layers=2, n_heads=4, hidden_dim=64,
-                                                     dropout=0.0, attention_dropout=0.0, seq_classif_dropout=0.0,
-                                                     max_position_embeddings=64)),
-    "albert": (AlbertModel, AlbertConfig(**SMALL, embedding_size=16, classifier_dropout_prob=0.0)),
-}
+VOCAB = 64  # token ids of the random batches; every tiny encoder's vocabulary is larger
 LABELS = {"id2label": {0: "a", 1: "b", 2: "c"}, "label2id": {"a": 0, "b": 1, "c": 2}}
-
-
-
-@pytest.fixture(scope="session")
-def base_dirs(tmp_path_factory):
-    """One saved bare encoder per architecture: the `model.name` a run's adapter is reloaded onto."""
-    folders = {}
-    for arch, (model_class, config) in BASES.items():
-        torch.manual_seed(0)
-        folders[arch] = tmp_path_factory.mktemp(arch)
-        model_class(config).save_pretrained(folders[arch])
-    return folders
 
 
 @pytest.fixture(scope="module")
@@ -147,9 +117,9 @@ CASES = (
 
 
 @pytest.mark.parametrize("arch, method, attention", CASES, ids=["-".join(case) for case in CASES])
-def test_method_trains_saves_and_reloads(arch, method, attention, base_dirs, batch, tmp_path):
-    recipe = make_recipe(base_dirs[arch], METHODS[method], attention)
-    model = make_model(base_dirs[arch], attention)
+def test_method_trains_saves_and_reloads(arch, method, attention, encoder_dirs, batch, tmp_path):
+    recipe = make_recipe(encoder_dirs[arch], METHODS[method], attention)
+    model = make_model(encoder_dirs[arch], attention)
     heads = HEADS[arch]
     head_before = {name: head_state(model, name) for name in heads}
 
@@ -190,13 +160,13 @@ def test_method_trains_saves_and_reloads(arch, method, attention, base_dirs, bat
 
 
 @pytest.mark.parametrize("arch", HEADS)
-def test_the_head_is_what_sits_beside_the_encoder_and_the_pooler(arch, base_dirs):
-    assert head_modules(make_model(base_dirs[arch])) == HEADS[arch]
+def test_the_head_is_what_sits_beside_the_encoder_and_the_pooler(arch, encoder_dirs):
+    assert head_modules(make_model(encoder_dirs[arch])) == HEADS[arch]
 
 
 @pytest.mark.parametrize("task, method", [(task, method) for task in ("token-classification", "question-answering")
                                           for method in ("lora", "houlsby")])
-def test_token_and_span_heads_train_and_reload(task, method, base_dirs, batch, tmp_path):
+def test_token_and_span_heads_train_and_reload(task, method, encoder_dirs, batch, tmp_path):
     model_class, head, targets = {
         "token-classification": (AutoModelForTokenClassification, "classifier",
                                  {"labels": batch["labels"][:, None].repeat(1, 12)}),
@@ -204,9 +174,9 @@ def test_token_and_span_heads_train_and_reload(task, method, base_dirs, batch, t
                                {"start_positions": torch.arange(8), "end_positions": torch.arange(8) + 2}),
     }[task]
     torch.manual_seed(0)
-    model = model_class.from_pretrained(base_dirs["bert"], num_labels=3 if task == "token-classification" else 2)
+    model = model_class.from_pretrained(encoder_dirs["bert"], num_labels=3 if task == "token-classification" else 2)
     assert head_modules(model) == [head]
-    recipe = make_recipe(base_dirs["bert"], METHODS[method], task=task)
+    recipe = make_recipe(encoder_dirs["bert"], METHODS[method], task=task)
     model, _ = apply_tuning(model, recipe)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
     losses = train_steps(model, inputs | targets)
@@ -221,16 +191,41 @@ def test_token_and_span_heads_train_and_reload(task, method, base_dirs, batch, t
         torch.testing.assert_close(reloaded[key], expected[key], rtol=0, atol=1e-6)
 
 
-def test_adapters_start_as_the_base_model_and_sit_where_the_placement_says(base_dirs, batch):
+@pytest.mark.parametrize("task", ["text-classification", "token-classification", "question-answering"])
+def test_peft_models_see_the_segment_ids(task, encoder_dirs, batch, tmp_path):
+    """Sentence pairs come with token_type_ids; a fresh LoRA (its B matrices are zero) must compute what the
+    model without it computes from them, for every task head (PEFT's own QA wrapper drops them), and so must
+    the adapter once saved and reloaded."""
+    model_class = {"text-classification": AutoModelForSequenceClassification,
+                   "token-classification": AutoModelForTokenClassification,
+                   "question-answering": AutoModelForQuestionAnswering}[task]
+    torch.manual_seed(0)
+    model = model_class.from_pretrained(encoder_dirs["bert"], num_labels=2).eval()
+    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"],
+              "token_type_ids": (torch.arange(12) >= 5).long().expand(8, 12)}
+    with torch.no_grad():
+        expected = model(**inputs)
+        assert (expected[0] - model(**{**inputs, "token_type_ids": None})[0]).abs().max() > 1e-5
+    recipe = make_recipe(encoder_dirs["bert"], {"method": "lora", "r": 4}, task=task)
+    tuned, _ = apply_tuning(model, recipe)
+    save_tuned_model(tuned, recipe, tmp_path)
+    for peft_model in (tuned.eval(), load_tuned_model(recipe, tmp_path).eval()):
+        with torch.no_grad():
+            got = peft_model(**inputs)
+        for key in expected:
+            torch.testing.assert_close(got[key], expected[key], rtol=0, atol=1e-6)
+
+
+def test_adapters_start_as_the_base_model_and_sit_where_the_placement_says(encoder_dirs, batch):
     # two layers x (attention, feed-forward); ALBERT shares one layer across depth, and so its adapters
     for arch, count in (("bert", 4), ("distilbert", 4), ("albert", 2)):
-        model = make_model(base_dirs[arch])
+        model = make_model(encoder_dirs[arch])
         before = logits(model, batch)
-        model, _ = apply_tuning(model, make_recipe(base_dirs[arch], METHODS["houlsby"]))
+        model, _ = apply_tuning(model, make_recipe(encoder_dirs[arch], METHODS["houlsby"]))
         torch.testing.assert_close(logits(model, batch), before, rtol=0, atol=0)
         wrapped = [n for n, m in model.named_modules() if isinstance(m, BottleneckLayer)]
         assert len(wrapped) == count, wrapped
-    model, _ = apply_tuning(make_model(base_dirs["bert"]), make_recipe(base_dirs["bert"], METHODS["pfeiffer"]))
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]), make_recipe(encoder_dirs["bert"], METHODS["pfeiffer"]))
     wrapped = [n for n, m in model.named_modules() if isinstance(m, BottleneckLayer)]
     assert wrapped == ["bert.encoder.layer.0.output.dense", "bert.encoder.layer.1.output.dense"]
 
@@ -242,10 +237,10 @@ def test_adapters_start_as_the_base_model_and_sit_where_the_placement_says(base_
     ("distilbert", "qkv", {"q_lin", "k_lin", "v_lin"}),
     ("albert", "attention", {"query", "key", "value", "dense"}),
 ])
-def test_target_module_presets_per_architecture(arch, targets, expected, base_dirs):
+def test_target_module_presets_per_architecture(arch, targets, expected, encoder_dirs):
     for attention in ("stock", "mha"):
-        model, _ = apply_tuning(make_model(base_dirs[arch], attention),
-                                make_recipe(base_dirs[arch], {"method": "lora", "target_modules": targets}))
+        model, _ = apply_tuning(make_model(encoder_dirs[arch], attention),
+                                make_recipe(encoder_dirs[arch], {"method": "lora", "target_modules": targets}))
         adapted = {n.split(".lora_A.")[0].rsplit(".", 1)[-1] for n, _ in model.named_parameters() if ".lora_A." in n}
         assert adapted == expected, (attention, adapted)
 
@@ -259,9 +254,9 @@ def adalora_trainer(model, recipe, batch, folder, compute_metrics=None, **argume
                    compute_metrics=compute_metrics, callbacks=tuning_callbacks(recipe))
 
 
-def test_adalora_schedule_runs_in_the_trainer_and_fills_total_step(base_dirs, batch, tmp_path):
-    recipe = make_recipe(base_dirs["bert"], {"method": "adalora", "init_r": 4, "target_r": 2})
-    model, _ = apply_tuning(make_model(base_dirs["bert"]), recipe)
+def test_adalora_schedule_runs_in_the_trainer_and_fills_total_step(encoder_dirs, batch, tmp_path):
+    recipe = make_recipe(encoder_dirs["bert"], {"method": "adalora", "init_r": 4, "target_r": 2})
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     trainer = adalora_trainer(model, recipe, batch, tmp_path, num_train_epochs=2, save_strategy="no")
     trainer.train()
     config = model.peft_config["default"]
@@ -273,29 +268,29 @@ def test_adalora_schedule_runs_in_the_trainer_and_fills_total_step(base_dirs, ba
                                rtol=0, atol=1e-6)
 
 
-def test_adalora_checkpoints_reload_for_best_model_and_resume(base_dirs, batch, tmp_path):
-    recipe = make_recipe(base_dirs["bert"], {"method": "adalora", "init_r": 6, "target_r": 2, "tfinal": 6})
+def test_adalora_checkpoints_reload_for_best_model_and_resume(encoder_dirs, batch, tmp_path):
+    recipe = make_recipe(encoder_dirs["bert"], {"method": "adalora", "init_r": 6, "target_r": 2, "tfinal": 6})
     scores = iter([1.0, 0.0, 0.0])  # the first epoch is the best: its ranks differ from the last epoch's
     arguments = dict(num_train_epochs=3, eval_strategy="epoch", save_strategy="epoch", load_best_model_at_end=True,
                      metric_for_best_model="score")
-    model, _ = apply_tuning(make_model(base_dirs["bert"]), recipe)
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     trainer = adalora_trainer(model, recipe, batch, tmp_path, compute_metrics=lambda _: {"score": next(scores)},
                               **arguments)
     trainer.train()
     assert trainer.state.best_model_checkpoint.endswith("checkpoint-4")
-    from_best = PeftModel.from_pretrained(make_model(base_dirs["bert"]), tmp_path / "checkpoint-4")
+    from_best = PeftModel.from_pretrained(make_model(encoder_dirs["bert"]), tmp_path / "checkpoint-4")
     torch.testing.assert_close(logits(model, batch), logits(from_best, batch), rtol=0, atol=1e-6)
 
     # Resume from the second epoch's checkpoint, in the final phase (steps 6-12: the budget is fixed).
-    model, _ = apply_tuning(make_model(base_dirs["bert"]), recipe)
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     resumed = adalora_trainer(model, recipe, batch, tmp_path, num_train_epochs=3, save_strategy="no")
     resumed.train(resume_from_checkpoint=str(tmp_path / "checkpoint-8"))
     assert resumed.state.global_step == 12 and model.peft_config["default"].rank_pattern
 
 
-def test_adalora_without_room_for_a_budget_phase_is_a_user_error(base_dirs, tmp_path):
-    recipe = make_recipe(base_dirs["bert"], {"method": "adalora", "tinit": 50})
-    model, _ = apply_tuning(make_model(base_dirs["bert"]), recipe)
+def test_adalora_without_room_for_a_budget_phase_is_a_user_error(encoder_dirs, tmp_path):
+    recipe = make_recipe(encoder_dirs["bert"], {"method": "adalora", "tinit": 50})
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, report_to="none", use_cpu=True)
     trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": torch.tensor([5, 6]), "labels": 0}],
                       callbacks=tuning_callbacks(recipe))
@@ -303,10 +298,10 @@ def test_adalora_without_room_for_a_budget_phase_is_a_user_error(base_dirs, tmp_
         trainer.train()
 
 
-def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(base_dirs, tmp_path):
-    recipe = make_recipe(base_dirs["bert"], {"method": "full", "freeze_embeddings": True, "freeze_layers": 1,
+def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(encoder_dirs, tmp_path):
+    recipe = make_recipe(encoder_dirs["bert"], {"method": "full", "freeze_embeddings": True, "freeze_layers": 1,
                                              "layerwise_lr_decay": 0.5})
-    model, counts = apply_tuning(make_model(base_dirs["bert"]), recipe)
+    model, counts = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     frozen = {n for n, p in model.named_parameters() if not p.requires_grad}
     assert any(n.startswith("bert.embeddings.") for n in frozen)
     assert any(n.startswith("bert.encoder.layer.0.") for n in frozen)
@@ -325,8 +320,8 @@ def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(base_dirs, 
     assert id(params["bert.encoder.layer.0.attention.self.query.weight"]) not in lr_of  # frozen
     assert len(lr_of) == sum(p.requires_grad for p in model.parameters())
 
-    recipe = make_recipe(base_dirs["bert"], {"method": "full", "layerwise_lr_decay": 0.5})
-    model, _ = apply_tuning(make_model(base_dirs["bert"]), recipe)
+    recipe = make_recipe(encoder_dirs["bert"], {"method": "full", "layerwise_lr_decay": 0.5})
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     groups = optimizer_cls_and_kwargs(model, recipe, args)[1]["params"]
     lr_of = {id(p): group["lr"] for group in groups for p in group["params"]}
     params = dict(model.named_parameters())
@@ -353,16 +348,16 @@ def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(base_dirs, 
     ({"method": "prefix"}, "question-answering", "stock", "does not support question-answering"),
     ({"method": "prefix"}, None, "mha", "set model.attention=stock"),
 ])
-def test_bad_method_or_option_is_one_line(tuning, task, attention, message, base_dirs):
+def test_bad_method_or_option_is_one_line(tuning, task, attention, message, encoder_dirs):
     with pytest.raises(UserError) as error:
-        check_tuning(make_recipe(base_dirs["bert"], tuning, attention, task or "text-classification"))
+        check_tuning(make_recipe(encoder_dirs["bert"], tuning, attention, task or "text-classification"))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
-def test_option_strings_from_yaml_become_numbers(base_dirs):
-    model, _ = apply_tuning(make_model(base_dirs["bert"]),
-                            make_recipe(base_dirs["bert"], {"method": "lora", "r": "4", "lora_dropout": "1e-1"}))
+def test_option_strings_from_yaml_become_numbers(encoder_dirs):
+    model, _ = apply_tuning(make_model(encoder_dirs["bert"]),
+                            make_recipe(encoder_dirs["bert"], {"method": "lora", "r": "4", "lora_dropout": "1e-1"}))
     assert model.peft_config["default"].r == 4 and model.peft_config["default"].lora_dropout == 0.1
 
 
@@ -374,16 +369,16 @@ def test_option_strings_from_yaml_become_numbers(base_dirs):
     ("albert", {"method": "full", "freeze_layers": 1}, "ALBERT shares one set of layer weights"),
     ("bert", {"method": "full", "freeze_layers": 3}, "3 is more than the model's 2 layers"),
 ])
-def test_errors_that_need_the_model(arch, tuning, message, base_dirs):
+def test_errors_that_need_the_model(arch, tuning, message, encoder_dirs):
     with pytest.raises(UserError) as error:
-        apply_tuning(make_model(base_dirs[arch]), make_recipe(base_dirs[arch], tuning))
+        apply_tuning(make_model(encoder_dirs[arch]), make_recipe(encoder_dirs[arch], tuning))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 
 
-def test_any_peft_method_by_its_peft_name(base_dirs, batch):
-    model, counts = apply_tuning(make_model(base_dirs["bert"]),
-                                 make_recipe(base_dirs["bert"], {"method": "vera", "r": 8, "target_modules": "auto"}))
+def test_any_peft_method_by_its_peft_name(encoder_dirs, batch):
+    model, counts = apply_tuning(make_model(encoder_dirs["bert"]),
+                                 make_recipe(encoder_dirs["bert"], {"method": "vera", "r": 8, "target_modules": "auto"}))
     assert type(model.peft_config["default"]).__name__ == "VeraConfig"
     assert 0 < counts["trainable_percent"] < 100
     losses = train_steps(model, batch)
