@@ -428,9 +428,9 @@ def _prompt_learning_options(model: nn.Module, method: Method, options: dict[str
     narrower than its hidden size); prefixes are keys and values, in the hidden size."""
     config = model.config
     if method.name == "prefix_tuning":
-        forwards = (model.forward, model.base_model.forward)
-        if not any("past_key_values" in inspect.signature(forward).parameters for forward in forwards):
-            if any("cache" in inspect.signature(forward).parameters for forward in forwards):
+        inputs = [inspect.signature(forward).parameters for forward in (model.forward, model.base_model.forward)]
+        if not any("past_key_values" in names for names in inputs):
+            if any("cache" in names for names in inputs):
                 import transformers
 
                 raise UserError(

@@ -111,6 +111,30 @@ def mha_ft(*args: str, real_model: bool = False) -> subprocess.CompletedProcess:
                           timeout=None if real_model else 600, env=env)
 
 
+def check_adapter_run(out: Path, predictions: str) -> tuple[dict, Path]:
+    """A finished adapter run: only the adapter and the head saved (no full weights), `mha-ft eval --run` rescores
+    the eval F1 that training reported, and `mha-ft export` merges it into a plain folder beside the run. Returns
+    the run's metrics and the export folder."""
+    import pytest
+    from typer.testing import CliRunner
+
+    from hf_mha_cli.main import app
+
+    files = {p.name for p in out.iterdir()}
+    assert {"adapter_config.json", "adapter_model.safetensors", predictions} <= files
+    assert "model.safetensors" not in files
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert 0 < metrics["trainable_percent"] < 100
+    runner = CliRunner()
+    assert runner.invoke(app, ["eval", "--run", str(out)]).exit_code == 0
+    assert json.loads((out / "eval_metrics.json").read_text())["eval_f1"] == pytest.approx(metrics["eval_f1"])
+    plain = out.parent / "plain"
+    exported = runner.invoke(app, ["export", "--run", str(out), "--out", str(plain)])
+    assert exported.exit_code == 0, exported.output
+    assert "merged the lora adapter" in exported.output
+    return metrics, plain
+
+
 def write_jsonl(path: Path, rows) -> Path:
     path.write_text("".join(json.dumps(r) + "\n" for r in rows))
     return path

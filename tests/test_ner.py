@@ -9,7 +9,7 @@ import pytest
 from datasets import ClassLabel, Dataset, Features, List, Value
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, build_tiny_bert, mha_ft
+from conftest import SHARED_DATA, build_tiny_bert, check_adapter_run, mha_ft
 from hf_mha.data import load_raw, read_file
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
@@ -284,8 +284,6 @@ def test_metric_names_check_the_entity_types(tmp_path):
 # --------------------------------------------------------------------------- end to end
 
 
-
-
 @pytest.fixture(scope="module")
 def ner_run(tmp_path_factory, ner_model_dir):
     folder = tmp_path_factory.mktemp("ner")
@@ -356,22 +354,11 @@ def test_lora_on_our_attention_evaluates_and_exports(ner_model_dir, tmp_path):
         "train.num_train_epochs=2", "train.per_device_train_batch_size=8", "train.use_cpu=true", f"output_dir={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    files = {p.name for p in out.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "predictions.conll"} <= files
-    assert "model.safetensors" not in files
-    metrics = json.loads((out / "metrics.json").read_text())
-    assert 0 < metrics["trainable_percent"] < 100
-
-    runner = CliRunner()
-    assert runner.invoke(app, ["eval", "--run", str(out)]).exit_code == 0
-    assert json.loads((out / "eval_metrics.json").read_text())["eval_f1"] == pytest.approx(metrics["eval_f1"])
-    exported = runner.invoke(app, ["export", "--run", str(out), "--out", str(tmp_path / "plain")])
-    assert exported.exit_code == 0, exported.output
-    assert "merged the lora adapter" in exported.output
-    plain = AutoModelForTokenClassification.from_pretrained(tmp_path / "plain")
+    metrics, plain_dir = check_adapter_run(out, "predictions.conll")
+    plain = AutoModelForTokenClassification.from_pretrained(plain_dir)
     assert list(plain.config.id2label.values()) == NER_TAGS
-    scored = runner.invoke(app, ["eval", "--model", str(tmp_path / "plain"), "--recipe", str(out / "recipe.yaml"),
-                                 f"output_dir={tmp_path / 'plain-eval'}"])
+    scored = CliRunner().invoke(app, ["eval", "--model", str(plain_dir), "--recipe", str(out / "recipe.yaml"),
+                                      f"output_dir={tmp_path / 'plain-eval'}"])
     assert scored.exit_code == 0, scored.output
     plain_metrics = json.loads((tmp_path / "plain-eval" / "eval_metrics.json").read_text())
     assert plain_metrics["eval_f1"] == pytest.approx(metrics["eval_f1"])

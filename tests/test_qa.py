@@ -9,7 +9,7 @@ import yaml
 from datasets import Dataset
 from typer.testing import CliRunner
 
-from conftest import SHARED_DATA, build_tiny_bert, mha_ft
+from conftest import SHARED_DATA, build_tiny_bert, check_adapter_run, mha_ft
 from hf_mha.data import load_raw, read_file
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
@@ -304,8 +304,6 @@ def test_squad_scores_hand_computed():
 # --------------------------------------------------------------------------- end to end
 
 
-
-
 @pytest.fixture(scope="module")
 def qa_run(tmp_path_factory, qa_model_dir):
     folder = tmp_path_factory.mktemp("qa")
@@ -362,7 +360,6 @@ def test_lora_on_our_attention_evaluates_and_exports(qa_model_dir, tmp_path):
 
     from hf_mha.recipe import load_recipe
     from hf_mha.tuning import load_tuned_model
-    from hf_mha_cli.main import app
 
     squad = write_squad(tmp_path / "squad.json", articles=6)
     out = tmp_path / "run"
@@ -373,22 +370,12 @@ def test_lora_on_our_attention_evaluates_and_exports(qa_model_dir, tmp_path):
         "train.learning_rate=5e-3", "train.per_device_train_batch_size=8", "train.use_cpu=true", f"output_dir={out}",
     )
     assert result.returncode == 0, result.stderr[-3000:]
-    files = {p.name for p in out.iterdir()}
-    assert {"adapter_config.json", "adapter_model.safetensors", "predictions.json"} <= files
-    assert "model.safetensors" not in files
-    metrics = json.loads((out / "metrics.json").read_text())
-
-    runner = CliRunner()
-    assert runner.invoke(app, ["eval", "--run", str(out)]).exit_code == 0
-    assert json.loads((out / "eval_metrics.json").read_text())["eval_f1"] == pytest.approx(metrics["eval_f1"])
-    exported = runner.invoke(app, ["export", "--run", str(out), "--out", str(tmp_path / "plain")])
-    assert exported.exit_code == 0, exported.output
-    assert "merged the lora adapter" in exported.output
+    _, plain_dir = check_adapter_run(out, "predictions.json")
     # A tiny model trained for a few steps scores many spans within 1e-6 of each other, so the answers' text
     # can flip between equal-scoring spans: compare the span logits themselves.
-    plain = AutoModelForQuestionAnswering.from_pretrained(tmp_path / "plain").eval()
+    plain = AutoModelForQuestionAnswering.from_pretrained(plain_dir).eval()
     run_model = load_tuned_model(load_recipe(str(out / "recipe.yaml")), out).eval()
-    inputs = AutoTokenizer.from_pretrained(tmp_path / "plain")(
+    inputs = AutoTokenizer.from_pretrained(plain_dir)(
         [q for _, q, _ in QUESTIONS], [CONTEXTS[c] for c, _, _ in QUESTIONS], padding=True, return_tensors="pt")
     with torch.no_grad():
         expected, got = run_model(**inputs), plain(**inputs)
