@@ -31,8 +31,8 @@ def main() -> None:
     from hf_mha.data import load_raw
     from hf_mha.recipe import load_recipe
     from hf_mha.tasks import get_task
-    from hf_mha.training import load_model, load_tokenizer
-    from hf_mha.tuning import apply_tuning
+    from hf_mha.models import load_model, load_tokenizer
+    from hf_mha.tuning import resolve
 
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
@@ -54,7 +54,8 @@ def main() -> None:
     models = {}
     for name, recipe in recipes.items():
         torch.manual_seed(0)
-        model, _ = apply_tuning(load_model(recipe, labels), recipe)
+        model = load_model(recipe, task.model_class, attention=recipe.model.attention, **labels.config_kwargs())
+        model = resolve(recipe).apply(model)
         optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-5)
         models[name] = (model.train(), optimizer)
 

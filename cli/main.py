@@ -70,9 +70,9 @@ def eval_(
 
     Example: mha-ft eval --run runs/quickstart --split test
     """
-    from hf_mha.training import evaluate
+    from hf_mha.training import evaluate_run
 
-    evaluate(run=run, model=model, recipe_name=recipe, split=split, file=file, overrides=overrides,
+    evaluate_run(run=run, model=model, recipe_name=recipe, split=split, file=file, overrides=overrides,
              console=_main_process_console())
 
 
@@ -97,20 +97,16 @@ def list_recipes() -> None:
 
     Example: mha-ft ls
     """
-    import yaml
     from rich.table import Table
 
-    from hf_mha.recipe import builtin_recipes
+    from hf_mha.recipe import builtin_summaries
 
+    rows = builtin_summaries()
     table = Table(title="Built-in recipes (use the name with --recipe, or `mha-ft cp NAME` to edit a copy)")
-    for column in ("name", "task", "model", "tuning", "data"):
+    for column in rows[0]:
         table.add_column(column)
-    for name, path in sorted(builtin_recipes().items()):
-        raw = yaml.safe_load(path.read_text()) or {}
-        data = raw.get("data", {})
-        source = data.get("dataset") or ", ".join(f"{k}: {v}" for k, v in (data.get("files") or {}).items())
-        table.add_row(name, raw.get("task", "text-classification"), raw.get("model", {}).get("name", ""),
-                      raw.get("tuning", {}).get("method", "full"), source)
+    for row in rows:
+        table.add_row(*row.values())
     console.print(table)
 
 
@@ -123,21 +119,9 @@ def cp(
 
     Example: mha-ft cp sst2-full my-sst2.yaml
     """
-    from hf_mha.recipe import builtin_recipes, did_you_mean
+    from hf_mha.recipe import copy_builtin
 
-    recipes = builtin_recipes()
-    if name not in recipes:
-        raise UserError(f"no built-in recipe '{name}'{did_you_mean(name, recipes)}; see `mha-ft ls`")
-    target = destination / f"{name}.yaml" if destination.is_dir() else destination
-    if target.exists():
-        raise UserError(f"{target} already exists; choose another destination")
-    text = recipes[name].read_text()
-    if name == "quickstart":
-        # The quickstart's data paths are relative to the packaged recipe: make them absolute in the copy.
-        data_dir = recipes[name].parent / "data"
-        text = text.replace("data/quickstart/", f"{data_dir}/quickstart/")
-    target.write_text(text)
-    console.print(f"Copied {name} to {target}")
+    console.print(f"Copied {name} to {copy_builtin(name, destination)}")
 
 
 @app.command()
@@ -150,7 +134,7 @@ def validate(
     Example: mha-ft validate --recipe recipes/sst2-full.yaml data.files.train=train.tsv
     """
     from hf_mha.recipe import load_recipe
-    from hf_mha.validation import validate_recipe
+    from hf_mha.training import validate as validate_recipe
 
     summary = validate_recipe(load_recipe(recipe, overrides))
     for key, value in summary.items():
@@ -164,12 +148,11 @@ def env() -> None:
 
     Example: mha-ft env
     """
-    from hf_mha.launch import launch_config_status, launch_configs_dir
-    from hf_mha.training import environment
+    from hf_mha.attention.mha import backend_status
+    from hf_mha.env import environment, launch_config_status, launch_configs_dir
 
     for key, value in environment().items():
         console.print(f"[bold]{key}[/]: {value}")
-    from hf_mha.attention.mha import backend_status
 
     console.print("[bold]attention backends[/] (model.backend):")
     for name, what in backend_status().items():
@@ -216,17 +199,23 @@ def bench(
     train_batch: Optional[int] = typer.Option(None, "--train-batch", help="Batch size of the train step (default 32)."),
     repeats: Optional[int] = typer.Option(None, "--repeats", help="Timed repeats per attention cell (default 5)."),
     train_steps: Optional[int] = typer.Option(None, "--train-steps", help="Timed train steps per model (default 20)."),
+    lengths_from: Optional[str] = typer.Option(
+        None, "--lengths-from", metavar="FILE",
+        help="Train-step batch lengths: texts sampled from this csv/tsv/json/jsonl/parquet file (e.g. SST-2's "
+             "train.tsv) and tokenized (default: a built-in fit of SST-2's lengths)."),
+    text_column: Optional[str] = typer.Option(
+        None, "--text-column", help="The text column of --lengths-from (default: sentence, as in SST-2)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed rounds before timing (default 2)."),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch threads (default: torch's setting)."),
     json_path: Optional[Path] = typer.Option(
         None, "--json", help="Also write the header and records as JSON here."),
 ) -> None:
     """Measure our attention against stock transformers (eager, sdpa) in one process: encoder layers forward and
-    forward+backward over lengths and padding ratios, and an SST-2-like training step; prints real tokens/s,
-    step time, peak memory (CUDA), MFU (known GPUs) and the ratio to stock sdpa. On a shared CPU machine, set
-    OMP_WAIT_POLICY=PASSIVE in the environment for steadier numbers.
+    forward+backward over lengths and padding ratios, and a training step on SST-2-like lengths (the real ones
+    with --lengths-from); prints real tokens/s, step time, peak memory (CUDA), MFU (known GPUs) and the ratio to
+    stock sdpa. On a shared CPU machine, set OMP_WAIT_POLICY=PASSIVE in the environment for steadier numbers.
 
-    Example: mha-ft bench --size mini --section train_step --json bench.json
+    Example: mha-ft bench --size mini --section train_step --lengths-from data/sst2/train.tsv --json bench.json
     """
     from hf_mha.bench import print_report, resolve_settings, run_bench
     from hf_mha.fsutil import write_json
@@ -234,7 +223,7 @@ def bench(
     settings = resolve_settings(
         quick=quick, device=device, size=size, sections=section, backends=backend, seq_lens=seq_len, pad_ratios=pad,
         attention_batch=attention_batch, train_batch=train_batch, repeats=repeats, train_steps=train_steps,
-        warmup=warmup, threads=threads,
+        warmup=warmup, threads=threads, lengths_from=lengths_from, text_column=text_column,
     )
     with console.status("benchmarking") as status:
         report = run_bench(settings, progress=lambda message: status.update(message))
@@ -264,6 +253,14 @@ def heads(
     """
     from hf_mha.heads import heads_command
 
+    if prune is not None and not out:
+        raise UserError("--prune needs --out DIR: the pruned copy is written to a new run folder")
+    if out and prune is None:
+        raise UserError("--out is where --prune writes the pruned run; add --prune FRACTION (e.g. --prune 0.5)")
+    if prune is not None and not 0 < prune < 1:
+        raise UserError(f"--prune must be a fraction of the heads in (0, 1), e.g. 0.5; got {prune}")
+    if text is None and not importance and prune is None:
+        raise UserError("heads: nothing to do; add --text \"...\" (attention maps), --importance, or --prune F --out DIR")
     heads_command(run, text, importance, split, file, max_samples, prune, out, console=console)
 
 

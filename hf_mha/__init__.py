@@ -1,7 +1,8 @@
 """mha-ft: fine-tune BERT-style encoders with our own multi-head attention and PEFT.
 
-    from hf_mha import load_recipe, train, evaluate, predict
+    from hf_mha import load_recipe, train, evaluate_run, predict
     metrics = train(load_recipe("quickstart", ["output_dir=runs/qs"]))
+    evaluate_run(run="runs/qs", split="test")
 
 `hf_mha.attention.swap_attention(model)` works on any loaded model without the recipe machinery; the names
 below load lazily so that importing `hf_mha.attention` alone stays cheap.
@@ -15,7 +16,8 @@ _EXPORTS = {
     "load_recipe": "recipe",
     "recipe_from_dict": "recipe",
     "train": "training",
-    "evaluate": "training",
+    "validate": "training",
+    "evaluate_run": "training",
     "predict": "training",
 }
 

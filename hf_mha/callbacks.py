@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import math
-import re
 import shutil
 import signal
 import threading
@@ -18,14 +17,7 @@ from pathlib import Path
 from transformers import TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
-COMPLETE_MARKER = ".complete"
-
-
-def complete_checkpoints(out: Path) -> list[Path]:
-    """Checkpoints the Trainer finished writing, oldest first."""
-    found = [p for p in Path(out).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
-    found = [p for p in found if (p / COMPLETE_MARKER).is_file()]
-    return sorted(found, key=lambda p: int(p.name.split("-")[1]))
+from .run_folder import COMPLETE_MARKER
 
 
 class RunGuard(TrainerCallback):

@@ -25,9 +25,11 @@ from pathlib import Path
 
 import torch
 
-from .errors import UserError
+from .models import load_tokenizer, with_all_heads
 from .recipe import Recipe
-from .tuning import EXPORTED_ADAPTER, adapter_files, load_base_model, load_tuned_model
+from .run_folder import check_new_folder, load_run
+from .tasks import get_task
+from .tuning import EXPORTED_ADAPTER, adapter_family, load_base_model, load_tuned_model
 
 # Sentence pairs, so that models with segment embeddings see both segments (and QA models a question and a context).
 PROBE = (["mha-ft export check", "which probe is longer ?"],
@@ -47,14 +49,11 @@ class Exported:
 def export_run(run: str | Path, out: str | Path) -> Exported:
     import transformers
 
-    from .training import load_run, load_tokenizer
-
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()  # the summary line is the output
     run, out = Path(run), Path(out)
     recipe = load_run(run)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out: {out} exists and is not empty; export never overwrites, choose a new folder")
+    check_new_folder(out, "--out", "export never overwrites, choose a new folder")
     model = load_tuned_model(recipe, run).eval()
     tokenizer = load_tokenizer(recipe, str(run))
     probe = tokenizer(*PROBE, padding=True, return_tensors="pt")
@@ -105,13 +104,12 @@ def _write(model, recipe: Recipe, run: Path, staging: Path) -> tuple[bool, str]:
             except (NotImplementedError, TypeError, ValueError) as exc:
                 reason = f"PEFT cannot merge {method}: {str(exc).splitlines()[0]}"
             else:
-                _whole_heads(merged).save_pretrained(staging)
+                with_all_heads(merged).save_pretrained(staging)
                 return True, f"merged the {method} adapter and its task head into the base weights"
-    elif adapter_files(run) == "bottleneck":
-        reason = ("bottleneck adapters put a non-linearity between their down- and up-projections, so they cannot "
-                  "be folded into the base weights")
+    elif adapter_family(run) is not None:
+        reason = adapter_family(run).CANNOT_MERGE
     else:
-        _whole_heads(model).save_pretrained(staging)
+        with_all_heads(model).save_pretrained(staging)
         return False, "full fine-tuning: the run's model, as a plain transformers folder"
     _write_unmerged(recipe, run, staging, reason)
     return False, f"not merged: {reason}; wrote the base model, {EXPORTED_ADAPTER}/ and README.txt"
@@ -131,36 +129,15 @@ def _merge(model):
     return model.merge_and_unload()
 
 
-def _whole_heads(model):
-    """A model whose heads were pruned (`mha-ft heads --prune`) gets them back as zeros, outputs unchanged:
-    transformers cannot build layers with different head counts. Other models come back as they are."""
-    from .attention import restore_attention, swap_attention
-    from .attention.pruning import pruned_heads, unprune_for_export
-
-    if not pruned_heads(model.config):
-        return model
-    return restore_attention(unprune_for_export(swap_attention(model)))
-
-
 def _write_unmerged(recipe: Recipe, run: Path, staging: Path, reason: str) -> None:
-    from peft.utils.constants import CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME
-
-    from . import adapters
-    from .tasks import get_task
-
-    # What the export copies from the run, and how its README loads it, per kind of adapter.
-    kinds = {
-        "peft": ((CONFIG_NAME, SAFETENSORS_WEIGHTS_NAME), "from peft import PeftModel", "PeftModel.from_pretrained"),
-        "bottleneck": ((adapters.CONFIG_NAME, adapters.WEIGHTS_NAME),
-                       "from hf_mha.adapters import load_bottleneck_adapters   # pip install mha-ft",
-                       "load_bottleneck_adapters"),
-    }
-    names, imports, loader = kinds[adapter_files(run)]
-    _whole_heads(load_base_model(recipe, run)).save_pretrained(staging)
+    family = adapter_family(run)
+    imports, loader = family.LOAD_WITH
+    model_class = get_task(recipe.task).model_class
+    with_all_heads(load_base_model(recipe, model_class, run)).save_pretrained(staging)
     (staging / EXPORTED_ADAPTER).mkdir()
-    for name in names:
+    for name in family.ADAPTER_FILES:
         shutil.copy2(run / name, staging / EXPORTED_ADAPTER / name)
-    model_class = get_task(recipe.task).model_class.__name__
+    model_class = model_class.__name__
     (staging / "README.txt").write_text(
         f"Exported by mha-ft from the run {run.resolve()} (tuning.method: {recipe.tuning.method}).\n\n"
         f"The adapter is not merged into the base weights: {reason}.\n\n"

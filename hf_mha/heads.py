@@ -17,8 +17,12 @@ from pathlib import Path
 import torch
 
 from . import fsutil
+from .console import say
 from .errors import UserError
-from .training import FINISHED_MARKER, RECIPE_FILE, Prepared, load_run, prepare_saved
+from .models import stock_layout
+from .run_folder import FINISHED_MARKER, RECIPE_FILE, check_new_folder, load_run
+from .training import SavedModel, check_labels, eval_batch_size, load_saved, pick_split
+from .tuning import adapter_family
 
 MAPS_FILE = "attention_maps.png"
 IMPORTANCE_PNG = "head_importance.png"
@@ -33,18 +37,14 @@ class Importance:
     rows: str  # what a row is: a layer, or (ALBERT) an attention module shared across layers
 
 
-def load_heads_model(run: str | Path) -> Prepared:
+def load_heads_model(run: str | Path) -> SavedModel:
     """The run's model in eval mode with our attention swapped in, its recipe, task, labels and tokenizer."""
-    from .attention import swap_attention
-
-    recipe = load_run(run)
-    prepared = prepare_saved(recipe, run)
-    swap_attention(prepared.model, backend=recipe.model.backend)  # no-op beyond the backend when already ours
-    prepared.model.eval()
-    return prepared
+    saved = load_saved(load_run(run), run, attention="mha")
+    saved.model.eval()
+    return saved
 
 
-def attention_maps(prepared: Prepared, text: str, out: Path) -> Path:
+def attention_maps(saved: SavedModel, text: str, out: Path) -> Path:
     """Write the attention of every layer and head on `text` as a grid PNG; returns its path.
     Pruned heads show as empty (all-zero) maps at their original positions."""
     from .attention import attention_probs
@@ -53,9 +53,9 @@ def attention_maps(prepared: Prepared, text: str, out: Path) -> Path:
 
     if not text.strip():
         raise UserError("--text: give a non-empty text to draw the attention maps of")
-    encoded = prepared.tokenizer(text, truncation=True, max_length=prepared.recipe.data.max_length, return_tensors="pt")
+    encoded = saved.tokenizer(text, truncation=True, max_length=saved.recipe.data.max_length, return_tensors="pt")
     inputs = {k: v for k, v in encoded.items() if k in ("input_ids", "attention_mask", "token_type_ids")}
-    model = prepared.model
+    model = saved.model
     with torch.no_grad(), attention_probs(model) as maps:
         model(**inputs)
     kept = kept_heads(model)
@@ -65,39 +65,34 @@ def attention_maps(prepared: Prepared, text: str, out: Path) -> Path:
     grid = torch.zeros(len(maps), model.config.num_attention_heads, length, length)
     for layer, (probs, heads) in enumerate(zip(maps, per_call)):
         grid[layer, heads] = probs[0].float()
-    tokens = prepared.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
+    tokens = saved.tokenizer.convert_ids_to_tokens(encoded["input_ids"][0].tolist())
     return save_attention_grid_png(grid, tokens, out / MAPS_FILE, title=f"Attention maps · {_short(text)}")
 
 
-def importance(prepared: Prepared, split: str = "validation", file: str | None = None,
+def importance(saved: SavedModel, split: str = "validation", file: str | None = None,
                max_samples: int | None = None) -> Importance:
     """Head importance of the run's model on a split of its recipe's data or on a labelled file."""
     from torch.utils.data import DataLoader
 
     from .attention.importance import head_importance
     from .data import load_raw, read_inputs
-    from .training import check_labels
 
-    recipe = prepared.recipe
+    recipe = saved.recipe
     if file:
         raw, source = read_inputs(file), file
     else:
-        splits = load_raw(recipe)
-        if split not in splits:
-            raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(splits)})")
-        raw, source = splits[split], split
+        raw, source = pick_split(load_raw(recipe), split), split
     if max_samples is not None:
         if max_samples < 1:
             raise UserError(f"--max-samples must be 1 or more, got {max_samples}")
         raw = raw.select(range(min(max_samples, len(raw))))
-    check_labels(prepared, raw)
+    check_labels(saved, raw)
     # Training features: inputs and labels only (the loss needs labels; QA's eval features lack its positions).
-    features = prepared.task.preprocess(raw, prepared.tokenizer, recipe, prepared.labels, training=True)
-    batch_size = int(recipe.train.get("per_device_eval_batch_size", 32))
-    batches = DataLoader(features, batch_size=batch_size, collate_fn=prepared.task.collator(prepared.tokenizer, recipe))
-    shared = prepared.model.config.model_type == "albert"
+    features = saved.task.preprocess(raw, saved.tokenizer, recipe, saved.labels, training=True)
+    batches = DataLoader(features, batch_size=eval_batch_size(recipe), collate_fn=saved.task.collator(saved.tokenizer, recipe))
+    shared = saved.model.config.model_type == "albert"
     rows = "attention modules shared across layers (ALBERT groups)" if shared else "layers"
-    return Importance(head_importance(prepared.model, batches), source, len(raw), rows)
+    return Importance(head_importance(saved.model, batches), source, len(raw), rows)
 
 
 def save_importance(result: Importance, out: Path) -> tuple[Path, Path]:
@@ -124,24 +119,22 @@ def save_importance(result: Importance, out: Path) -> tuple[Path, Path]:
     return out / IMPORTANCE_JSON, png
 
 
-def prune_run(prepared: Prepared, scores: torch.Tensor, fraction: float, out: str | Path, run: str | Path) -> dict:
+def prune_run(saved: SavedModel, scores: torch.Tensor, fraction: float, out: str | Path, run: str | Path) -> dict:
     """Write a copy of the run with `fraction` of its heads pruned (least important first) to `out`, a new run
     folder: the pruned model (config.hf_mha_pruned_heads), tokenizer, recipe (model.name and output_dir set to
     `out`, so `mha-ft train --recipe <out>/recipe.yaml output_dir=...` fine-tunes the pruned model) and
     metrics.json with the head and parameter counts. Returns those metrics."""
-    from .attention import restore_attention
     from .attention.pruning import kept_heads, prune_by_importance
-    from .tuning import adapter_files
 
     out = Path(out)
-    if out.exists() and (not out.is_dir() or any(out.iterdir())):
-        raise UserError(f"--out: {out} exists and is not empty; choose a new folder for the pruned run")
-    if adapter_files(run):
+    check_new_folder(out, "--out", "choose a new folder for the pruned run")
+    family = adapter_family(run)
+    if family is not None:
         raise UserError(
-            f"--prune: {run} holds an adapter ({adapter_files(run)}), whose weights sit on top of the heads; prune "
+            f"--prune: {run} holds an adapter ({family.ADAPTER_CONFIG}), whose weights sit on top of the heads; prune "
             "a full fine-tuning run (tuning.method: full), or export this one (mha-ft export) and fine-tune that"
         )
-    model = prepared.model
+    model = saved.model
     params_before = sum(p.numel() for p in model.parameters())
     heads_before = sum(len(heads) for heads in kept_heads(model))
     pruned = prune_by_importance(model, scores, fraction=fraction)
@@ -150,14 +143,15 @@ def prune_run(prepared: Prepared, scores: torch.Tensor, fraction: float, out: st
         "heads_before": heads_before, "heads_after": heads_after, "heads_pruned": heads_before - heads_after,
         "params_before": params_before, "total_params": sum(p.numel() for p in model.parameters()),
     }
-    recipe = prepared.recipe
+    recipe = saved.recipe
     pruned_recipe = recipe.model_copy(update={
         "model": recipe.model.model_copy(update={"name": str(out)}), "output_dir": str(out),
     })
     out.mkdir(parents=True, exist_ok=True)
     fsutil.write_text(out / RECIPE_FILE, pruned_recipe.to_yaml())
-    restore_attention(model).save_pretrained(out)  # the stock layout, as every run folder
-    prepared.tokenizer.save_pretrained(out)
+    with stock_layout(model):  # as every run folder
+        model.save_pretrained(out)
+    saved.tokenizer.save_pretrained(out)
     fsutil.write_json(out / "pruned_heads.json", {str(layer): heads for layer, heads in pruned.items()})
     fsutil.write_json(out / FINISHED_MARKER, metrics)  # last: marks the folder complete
     return metrics
@@ -165,38 +159,25 @@ def prune_run(prepared: Prepared, scores: torch.Tensor, fraction: float, out: st
 
 def heads_command(run: str, text: str | None, want_importance: bool, split: str, file: str | None,
                   max_samples: int | None, prune: float | None, out: str | None, console=None) -> list[Path]:
-    """What `mha-ft heads` does; returns the files written."""
-    if prune is not None and not out:
-        raise UserError("--prune needs --out DIR: the pruned copy is written to a new run folder")
-    if out and prune is None:
-        raise UserError("--out is where --prune writes the pruned run; add --prune FRACTION (e.g. --prune 0.5)")
-    if prune is not None and not 0 < prune < 1:
-        raise UserError(f"--prune must be a fraction of the heads in (0, 1), e.g. 0.5; got {prune}")
-    if text is None and not want_importance and prune is None:
-        raise UserError("heads: nothing to do; add --text \"...\" (attention maps), --importance, or --prune F --out DIR")
-    prepared = load_heads_model(run)
+    """What `mha-ft heads` does (the CLI has checked that the options go together); returns the files written."""
+    saved = load_heads_model(run)
     folder = Path(run)
     written = []
     if text is not None:
-        written.append(attention_maps(prepared, text, folder))
+        written.append(attention_maps(saved, text, folder))
     if want_importance or prune is not None:
-        result = importance(prepared, split, file, max_samples)
+        result = importance(saved, split, file, max_samples)
         written.extend(save_importance(result, folder))
-        _say(console, f"Head importance on {result.source} ({result.examples:,} examples)")
+        say(console, f"Head importance on {result.source} ({result.examples:,} examples)")
         if prune is not None:
-            metrics = prune_run(prepared, result.scores, prune, out, run)
+            metrics = prune_run(saved, result.scores, prune, out, run)
             written.append(Path(out))
-            _say(console, f"Pruned {metrics['heads_pruned']} of {metrics['heads_before']} heads: "
+            say(console, f"Pruned {metrics['heads_pruned']} of {metrics['heads_before']} heads: "
                           f"{metrics['params_before']:,} -> {metrics['total_params']:,} parameters")
     for path in written:
-        _say(console, f"Wrote {path}")
+        say(console, f"Wrote {path}")
     return written
 
 
 def _short(text: str, limit: int = 60) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
-def _say(console, text: str) -> None:
-    if console is not None:
-        console.print(text, soft_wrap=True)

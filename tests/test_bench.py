@@ -9,8 +9,13 @@ import statistics
 import pytest
 from typer.testing import CliRunner
 
-from hf_mha.bench import lengths_with_padding, sst2_lengths
+from conftest import SHARED_DATA
+from hf_mha.bench import lengths_with_padding, resolve_settings, run_bench, sample_lengths
+from hf_mha.errors import UserError
 from hf_mha_cli.main import app, main
+
+SST2_TRAIN = SHARED_DATA / "sst2" / "train.tsv"
+needs_sst2 = pytest.mark.skipif(not SST2_TRAIN.is_file(), reason="needs ../shared/data/sst2/train.tsv")
 
 RECORD_FIELDS = {"section", "implementation", "mode", "seq_len", "pad_ratio", "real_tokens", "step_ms",
                  "real_tokens_per_s", "vs_stock_sdpa", "peak_memory_mib", "mfu", "backend"}
@@ -43,6 +48,7 @@ def test_quick_bench_json_has_every_implementation_with_positive_numbers(quick_r
                            "ours reference padded", "ours reference unpadded"):
         assert (implementation, "forward") in attention and (implementation, "forward+backward") in attention
     assert ("ours flex unpadded", "forward") in attention
+    assert "lengths from built-in log-normal fit of SST-2" in header["train_step"]
     train = [r for r in records if r["section"] == "train_step"]
     assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded"]
     assert train[0]["vs_stock_sdpa"] == 1.0
@@ -61,16 +67,60 @@ def test_lengths_give_the_requested_padding(seq_len, pad_ratio):
             assert padding == pytest.approx(pad_ratio, abs=1 / (batch_size * seq_len))  # to the nearest token
 
 
-def test_sst2_lengths_fall_back_to_the_fit(tmp_path):
-    lengths, source = sst2_lengths(4000, random.Random(0), data_file=tmp_path / "missing.tsv")
+def test_without_a_file_lengths_come_from_the_sst2_fit():
+    lengths, source = sample_lengths(4000, random.Random(0))
     assert "log-normal" in source
     assert 12 < statistics.fmean(lengths) < 15 and max(lengths) <= 66
+
+
+@needs_sst2
+def test_sst2_file_lengths_match_the_fit():
+    lengths, source = sample_lengths(4000, random.Random(0), SST2_TRAIN)
+    assert f"{SST2_TRAIN}, column 'sentence' (67,349 texts)" in source
+    assert 11 < statistics.fmean(lengths) < 16 and max(lengths) <= 128
+
+
+def test_text_column_names_the_column(tmp_path):
+    data = tmp_path / "texts.jsonl"
+    data.write_text("".join(json.dumps({"text": "a few words " * n, "label": 0}) + "\n" for n in range(1, 6)))
+    lengths, source = sample_lengths(50, random.Random(0), data, text_column="text")
+    assert len(lengths) == 50 and min(lengths) >= 5 and "column 'text'" in source
+
+
+@pytest.mark.parametrize("name, content, column, message", [
+    ("missing.tsv", None, "sentence", "--lengths-from: file not found: "),
+    ("texts.jsonl", '{"text": "hi"}\n', "sentence", "--text-column: column 'sentence' not in the "),
+    ("labels.csv", "sentence,label\n1,0\n", "label", "--text-column: column 'label' of "),
+    ("notes.txt", "hello\n", "sentence", "is not a table of texts; give a csv, tsv, json, jsonl or parquet file"),
+])
+def test_bad_lengths_file_is_one_line_before_any_timing(tmp_path, name, content, column, message):
+    path = tmp_path / name
+    if content is not None:
+        path.write_text(content)
+    settings = resolve_settings(quick=True, lengths_from=str(path), text_column=column)
+    progress = []
+    with pytest.raises(UserError) as error:
+        run_bench(settings, progress=progress.append)
+    assert message in str(error.value) and "\n" not in str(error.value)
+    assert progress == []  # nothing was timed
+
+
+@needs_sst2
+def test_bench_with_lengths_from_records_the_file(tmp_path):
+    out = tmp_path / "bench.json"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--section", "train_step", "--threads", "1",
+                                      "--lengths-from", str(SST2_TRAIN), "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    header = json.loads(out.read_text())["header"]
+    assert f"lengths from {SST2_TRAIN}, column 'sentence'" in header["train_step"]
+    assert header["settings"]["lengths_from"] == str(SST2_TRAIN)
 
 
 @pytest.mark.parametrize("option, value, message", [
     ("--size", "huge", "--size: unknown model size 'huge'; choose one of tiny, mini, base, large"),
     ("--backend", "fast", "--backend: unknown attention backend 'fast'"),
     ("--pad", "1.0", "--pad: padding ratios must be in [0, 1)"),
+    ("--lengths-from", "/nonexistent/train.tsv", "--lengths-from: file not found: /nonexistent/train.tsv"),
 ])
 def test_bad_option_is_one_line_and_exit_code_2(capsys, option, value, message):
     with pytest.raises(SystemExit) as exit_info:

@@ -220,3 +220,23 @@ def test_tuning_hooks_reach_the_trainer(tmp_path, tiny_model_dir, intent_files, 
                                         "train.num_train_epochs=1", "train.use_cpu=true", f"output_dir={tmp_path / 'run'}", *tuning])
     train(recipe)
     assert seen["ok"]
+
+
+def test_tuning_is_resolved_once_per_train(tmp_path, tiny_model_dir, intent_files, monkeypatch):
+    """The tuning section is checked once, before the data loads, and the one result serves every later step."""
+    from hf_mha import load_recipe, train
+    from hf_mha.tuning.base import Tuning
+
+    checks = []
+    original = Tuning.__init__
+
+    def counted(self, recipe, method, options):
+        checks.append(method)
+        original(self, recipe, method, options)
+
+    monkeypatch.setattr(Tuning, "__init__", counted)
+    recipe = load_recipe("quickstart", [f"model.name={tiny_model_dir}", *(f"data.files.{s}={p}" for s, p in intent_files.items()),
+                                        "train.num_train_epochs=1", "train.use_cpu=true", f"output_dir={tmp_path / 'run'}",
+                                        "tuning.method=lora", "tuning.r=2"])
+    train(recipe)
+    assert checks == ["lora"]

@@ -14,13 +14,13 @@ from transformers import (
 )
 from typer.testing import CliRunner
 
-from hf_mha.adapters import load_bottleneck_adapters
 from hf_mha.attention import restore_attention, swap_attention
 from hf_mha.attention.pruning import load_pruned, prune_heads
 from hf_mha.errors import UserError
 from hf_mha.export import export_run
 from hf_mha.recipe import recipe_from_dict
-from hf_mha.tuning import apply_tuning, load_tuned_model, save_tuned_model
+from hf_mha.tuning import load_tuned_model, resolve
+from hf_mha.tuning.bottleneck import load_bottleneck_adapters
 from hf_mha_cli.main import app
 
 from conftest import INTENT_EXAMPLES, mha_ft, write_jsonl
@@ -50,7 +50,7 @@ def make_run(folder, base_dir, tuning: dict, attention: str = "stock"):
         label2id={n: i for i, n in enumerate(LABELS)})
     if attention == "mha":
         swap_attention(model)
-    model, _ = apply_tuning(model, recipe)
+    model = resolve(recipe).apply(model)
     inputs = encode(tokenizer, [text for text, _ in INTENT_EXAMPLES])
     labels = torch.tensor([LABELS.index(label) for _, label in INTENT_EXAMPLES])
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
@@ -59,7 +59,7 @@ def make_run(folder, base_dir, tuning: dict, attention: str = "stock"):
         model(**inputs, labels=labels).loss.backward()
         optimizer.step()
         optimizer.zero_grad()
-    save_tuned_model(model, recipe, folder)
+    resolve(recipe).save(model, folder)
     tokenizer.save_pretrained(folder)
     (folder / "recipe.yaml").write_text(recipe.to_yaml())
     (folder / "metrics.json").write_text("{}")

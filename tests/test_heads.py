@@ -257,12 +257,12 @@ def test_heads_cli_writes_maps_importance_and_a_pruned_run(heads_run, tmp_path):
     assert sum(p.numel() for p in model.parameters()) == metrics["total_params"]
 
 
-def test_heads_cli_bad_input(heads_run, tmp_path):
-    from hf_mha.heads import heads_command
+def test_heads_cli_bad_input(heads_run, tmp_path, capsys):
+    from hf_mha_cli.main import main
 
-    with pytest.raises(UserError, match="nothing to do"):
-        heads_command(str(heads_run), None, False, "validation", None, None, None, None)
-    with pytest.raises(UserError, match="needs --out"):
-        heads_command(str(heads_run), None, False, "validation", None, None, 0.5, None)
-    with pytest.raises(UserError, match="no 'test' split"):
-        heads_command(str(heads_run), None, True, "test", None, None, None, None)
+    for options, message in [([], "nothing to do"), (["--prune", "0.5"], "needs --out"),
+                             (["--importance", "--split", "test"], "no 'test' split")]:
+        with pytest.raises(SystemExit) as exit_info:
+            main(["heads", "--run", str(heads_run), *options])
+        assert exit_info.value.code == 2
+        assert message in capsys.readouterr().err

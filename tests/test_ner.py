@@ -14,12 +14,12 @@ from hf_mha.data import load_raw, read_file
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
 from hf_mha.tasks import Labels, get_task
+from hf_mha.data import read_conll
 from hf_mha.tasks.token_classification import (
     conll_text,
-    entity_scores,
     entity_spans,
+    ner_metrics,
     order_tags,
-    read_conll,
     to_iob2,
     word_predictions,
 )
@@ -250,7 +250,7 @@ def test_entity_scores_match_hand_computed_values():
     gold = [["B-PER", "I-PER", "O", "B-LOC"], ["B-ORG", "O", "B-LOC"]]
     pred = [["B-PER", "I-PER", "O", "B-ORG"], ["B-ORG", "O", "B-LOC"]]
     # gold entities: PER, LOC, ORG, LOC; predicted: PER, ORG, ORG, LOC; 3 of them match exactly
-    scores = entity_scores(gold, pred)
+    scores = ner_metrics(gold, pred)
     assert scores["precision"] == pytest.approx(3 / 4)
     assert scores["recall"] == pytest.approx(3 / 4)
     assert scores["f1"] == pytest.approx(3 / 4)

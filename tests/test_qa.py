@@ -14,7 +14,8 @@ from hf_mha.data import load_raw, read_file
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
 from hf_mha.tasks import Labels, get_task
-from hf_mha.tasks.question_answering import answer_positions, postprocess, read_squad, squad_scores
+from hf_mha.data import read_squad
+from hf_mha.tasks.question_answering import answer_positions, postprocess, squad_scores
 
 TASK = get_task("question-answering")
 

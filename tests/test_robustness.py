@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
-from hf_mha.callbacks import COMPLETE_MARKER, complete_checkpoints
-from hf_mha.launch import launch_config_status, launch_configs_dir
+from hf_mha.env import launch_config_status, launch_configs_dir
+from hf_mha.run_folder import COMPLETE_MARKER, complete_checkpoints
 
 DRIVER = textwrap.dedent(
     """

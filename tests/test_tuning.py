@@ -22,19 +22,17 @@ from transformers import (
     TrainingArguments,
 )
 
-from hf_mha.adapters import BottleneckLayer
 from hf_mha.attention import swap_attention
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
-from hf_mha.tuning import (
-    apply_tuning,
-    check_tuning,
-    head_modules,
-    load_tuned_model,
-    optimizer_cls_and_kwargs,
-    save_tuned_model,
-    tuning_callbacks,
-)
+from hf_mha.tuning import count_trainable, load_tuned_model, resolve, task_head_modules
+from hf_mha.tuning.bottleneck import BottleneckLayer
+
+def apply_tuning(model, recipe):
+    """What `mha-ft train` does to the loaded model: the recipe's tuning applied, and the trainable counts."""
+    model = resolve(recipe).apply(model)
+    return model, count_trainable(model)
+
 
 VOCAB = 64  # token ids of the random batches; every tiny encoder's vocabulary is larger
 LABELS = {"id2label": {0: "a", 1: "b", 2: "c"}, "label2id": {"a": 0, "b": 1, "c": 2}}
@@ -138,7 +136,7 @@ def test_method_trains_saves_and_reloads(arch, method, attention, encoder_dirs, 
         assert any(not torch.equal(trained[k], head_before[name][k]) for k in trained), f"head {name} did not train"
 
     expected = logits(model, batch)
-    save_tuned_model(model, recipe, tmp_path)
+    resolve(recipe).save(model, tmp_path)
     torch.testing.assert_close(logits(model, batch), expected, rtol=0, atol=0)  # saving left our attention in place
     files = {p.name for p in tmp_path.iterdir()}
     if method == "full":
@@ -161,7 +159,7 @@ def test_method_trains_saves_and_reloads(arch, method, attention, encoder_dirs, 
 
 @pytest.mark.parametrize("arch", HEADS)
 def test_the_head_is_what_sits_beside_the_encoder_and_the_pooler(arch, encoder_dirs):
-    assert head_modules(make_model(encoder_dirs[arch])) == HEADS[arch]
+    assert task_head_modules(make_model(encoder_dirs[arch])) == HEADS[arch]
 
 
 @pytest.mark.parametrize("task, method", [(task, method) for task in ("token-classification", "question-answering")
@@ -175,7 +173,7 @@ def test_token_and_span_heads_train_and_reload(task, method, encoder_dirs, batch
     }[task]
     torch.manual_seed(0)
     model = model_class.from_pretrained(encoder_dirs["bert"], num_labels=3 if task == "token-classification" else 2)
-    assert head_modules(model) == [head]
+    assert task_head_modules(model) == [head]
     recipe = make_recipe(encoder_dirs["bert"], METHODS[method], task=task)
     model, _ = apply_tuning(model, recipe)
     inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
@@ -184,7 +182,7 @@ def test_token_and_span_heads_train_and_reload(task, method, encoder_dirs, batch
     model.eval()
     with torch.no_grad():
         expected = model(**inputs)
-    save_tuned_model(model, recipe, tmp_path)
+    resolve(recipe).save(model, tmp_path)
     with torch.no_grad():
         reloaded = load_tuned_model(recipe, tmp_path).eval()(**inputs)
     for key in ("logits",) if task == "token-classification" else ("start_logits", "end_logits"):
@@ -208,7 +206,7 @@ def test_peft_models_see_the_segment_ids(task, encoder_dirs, batch, tmp_path):
         assert (expected[0] - model(**{**inputs, "token_type_ids": None})[0]).abs().max() > 1e-5
     recipe = make_recipe(encoder_dirs["bert"], {"method": "lora", "r": 4}, task=task)
     tuned, _ = apply_tuning(model, recipe)
-    save_tuned_model(tuned, recipe, tmp_path)
+    resolve(recipe).save(tuned, tmp_path)
     for peft_model in (tuned.eval(), load_tuned_model(recipe, tmp_path).eval()):
         with torch.no_grad():
             got = peft_model(**inputs)
@@ -251,7 +249,7 @@ def adalora_trainer(model, recipe, batch, folder, compute_metrics=None, **argume
     args = TrainingArguments(output_dir=str(folder), per_device_train_batch_size=2, learning_rate=1e-2,
                              report_to="none", use_cpu=True, **arguments)
     return Trainer(model=model, args=args, train_dataset=rows, eval_dataset=rows[:2],
-                   compute_metrics=compute_metrics, callbacks=tuning_callbacks(recipe))
+                   compute_metrics=compute_metrics, callbacks=resolve(recipe).callbacks())
 
 
 def test_adalora_schedule_runs_in_the_trainer_and_fills_total_step(encoder_dirs, batch, tmp_path):
@@ -262,7 +260,7 @@ def test_adalora_schedule_runs_in_the_trainer_and_fills_total_step(encoder_dirs,
     config = model.peft_config["default"]
     assert config.total_step == trainer.state.max_steps == 8
     assert config.rank_pattern, "update_and_allocate never ran"
-    save_tuned_model(model, recipe, tmp_path / "run")
+    resolve(recipe).save(model, tmp_path / "run")
     assert json.loads((tmp_path / "run" / "adapter_config.json").read_text())["total_step"] == 8
     torch.testing.assert_close(logits(load_tuned_model(recipe, tmp_path / "run"), batch), logits(model, batch),
                                rtol=0, atol=1e-6)
@@ -293,7 +291,7 @@ def test_adalora_without_room_for_a_budget_phase_is_a_user_error(encoder_dirs, t
     model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
     args = TrainingArguments(output_dir=str(tmp_path), max_steps=10, report_to="none", use_cpu=True)
     trainer = Trainer(model=model, args=args, train_dataset=[{"input_ids": torch.tensor([5, 6]), "labels": 0}],
-                      callbacks=tuning_callbacks(recipe))
+                      callbacks=resolve(recipe).callbacks())
     with pytest.raises(UserError, match="leave no AdaLoRA budgeting phase in 10 training steps"):
         trainer.train()
 
@@ -310,7 +308,7 @@ def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(encoder_dir
 
     args = TrainingArguments(output_dir=str(tmp_path), learning_rate=1e-3, weight_decay=0.1, report_to="none",
                              use_cpu=True)
-    trainer = Trainer(model=model, args=args, optimizer_cls_and_kwargs=optimizer_cls_and_kwargs(model, recipe, args))
+    trainer = Trainer(model=model, args=args, optimizer_cls_and_kwargs=resolve(recipe).optimizer(model, args))
     optimizer = trainer.create_optimizer()
     lr_of = {id(p): (group["lr"], group["weight_decay"]) for group in optimizer.param_groups for p in group["params"]}
     params = dict(model.named_parameters())
@@ -322,7 +320,7 @@ def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(encoder_dir
 
     recipe = make_recipe(encoder_dirs["bert"], {"method": "full", "layerwise_lr_decay": 0.5})
     model, _ = apply_tuning(make_model(encoder_dirs["bert"]), recipe)
-    groups = optimizer_cls_and_kwargs(model, recipe, args)[1]["params"]
+    groups = resolve(recipe).optimizer(model, args)[1]["params"]
     lr_of = {id(p): group["lr"] for group in groups for p in group["params"]}
     params = dict(model.named_parameters())
     assert lr_of[id(params["bert.embeddings.word_embeddings.weight"])] == pytest.approx(1e-3 * 0.5 ** 3)
@@ -350,7 +348,7 @@ def test_full_fine_tuning_freezes_and_decays_learning_rate_per_layer(encoder_dir
 ])
 def test_bad_method_or_option_is_one_line(tuning, task, attention, message, encoder_dirs):
     with pytest.raises(UserError) as error:
-        check_tuning(make_recipe(encoder_dirs["bert"], tuning, attention, task or "text-classification"))
+        resolve(make_recipe(encoder_dirs["bert"], tuning, attention, task or "text-classification"))
     assert message in str(error.value)
     assert "\n" not in str(error.value)
 

@@ -16,7 +16,7 @@ Backends: "reference" (explicit math, can return attention maps), "sdpa" (torch 
 "auto" (varlen where it runs, else sdpa).
 """
 
-from hf_mha.attention.heads import attention_modules, attention_probs, masked_heads, set_head_mask
+from hf_mha.attention.head_masks import attention_modules, attention_probs, masked_heads, set_head_mask
 from hf_mha.attention.mha import BACKENDS, MultiHeadAttention
 from hf_mha.attention.packing import PackedBatch
 from hf_mha.attention.swap import SUPPORTED, restore_attention, swap_attention

@@ -14,7 +14,7 @@ from collections.abc import Iterable, Mapping
 import torch
 from torch import nn
 
-from hf_mha.attention.heads import attention_modules, masked_heads
+from hf_mha.attention.head_masks import attention_modules, masked_heads
 from hf_mha.attention.pruning import kept_heads
 from hf_mha.errors import UserError
 

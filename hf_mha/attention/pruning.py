@@ -31,7 +31,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from hf_mha.attention.heads import attention_modules
+from hf_mha.attention.head_masks import attention_modules
 from hf_mha.attention.mha import MultiHeadAttention
 from hf_mha.attention.swap import (
     AlbertMultiHeadAttention,
@@ -162,7 +162,8 @@ def unprune_for_export(model: nn.Module) -> nn.Module:
     return model
 
 
-def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = "auto", **from_pretrained_kwargs):
+def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = "auto", stock: bool = True,
+                **from_pretrained_kwargs):
     """`model_class.from_pretrained(folder, ...)` that also loads what `prune_heads` + save_pretrained wrote.
 
     Without `config.hf_mha_pruned_heads` this is plain `from_pretrained` (all arguments passed on), so callers
@@ -170,7 +171,8 @@ def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = 
     names of a new recipe; config attributes such as `num_labels=` given as keywords apply too), swapped to our
     attention (`backend`), pruned, and given the saved weights. The result comes back in the stock layout like
     any from_pretrained model, its stock attention modules sized to the pruned heads, so `swap_attention` on
-    it (as training and evaluation do) keeps the pruned head counts.
+    it keeps the pruned head counts; with `stock=False` it keeps our attention instead (any folder is swapped
+    then), which spares a caller that wants ours a restore and a second swap.
     """
     from transformers import AutoConfig
 
@@ -181,7 +183,8 @@ def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = 
         found = AutoConfig.from_pretrained(str(folder), trust_remote_code=loading.get("trust_remote_code", False))
     if found is None or not pruned_heads(found):
         given = {"config": config} if config is not None else {}
-        return model_class.from_pretrained(str(folder), **loading, **given, **from_pretrained_kwargs)
+        model = model_class.from_pretrained(str(folder), **loading, **given, **from_pretrained_kwargs)
+        return model if stock else swap_attention(model, backend=backend)
     config = copy.deepcopy(found)  # like from_pretrained, leave the caller's config as it was
     config.update(from_pretrained_kwargs)
     gone = pruned_heads(config)
@@ -191,7 +194,8 @@ def load_pruned(model_class, folder: str | Path, *, config=None, backend: str = 
     swap_attention(model, backend=backend)
     prune_heads(model, gone)
     _load_weights(model, folder)
-    restore_attention(model)
+    if stock:
+        restore_attention(model)
     return model.eval()
 
 

@@ -15,7 +15,6 @@ Names we do not ship fall back to `evaluate.load` (a local metric script, evalua
 
 from __future__ import annotations
 
-import difflib
 import os
 from contextlib import contextmanager
 from typing import Iterable, Iterator
@@ -23,7 +22,7 @@ from typing import Iterable, Iterator
 import evaluate
 import numpy as np
 
-from ..errors import UserError
+from ..errors import UserError, did_you_mean
 from .classification import F1, Accuracy, MatthewsCorrelation, Precision, Recall
 from .entities import Seqeval
 from .regression import Mse, Pearsonr, Spearmanr
@@ -80,8 +79,7 @@ def _builtin_key(name: str) -> str | None:
 
 def _unknown_metric(name: str, extra_names: Iterable[str] = ()) -> UserError:
     known = list(dict.fromkeys([*extra_names, *BUILTIN_METRICS, *ALIASES]))
-    close = difflib.get_close_matches(name.lower(), known, n=1)
-    hint = f" (did you mean {close[0]!r}?)" if close else ""
+    hint = did_you_mean(name.lower(), known)
     return UserError(
         f"metric {name!r} is not available offline{hint}; built-in metrics: {', '.join(known)}. Other names are "
         "fetched from the Hugging Face Hub by evaluate.load, which needs the internet (or give the path to a local "

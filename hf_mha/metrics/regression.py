@@ -6,6 +6,8 @@ returns nan, and so do we, rather than inventing a number.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import datasets
 import evaluate
 import numpy as np
@@ -32,41 +34,42 @@ Args:
 """
 
 
-class Pearsonr(evaluate.Metric):
+class _Correlation(evaluate.Metric):
+    """Pearson and Spearman share inputs and options; subclasses name the score and the scipy function."""
+
+    score_name: str
+    pvalue_name: str  # the key the hub module returns the p-value under
+    description: str
+    statistic_fn: Callable  # scipy's pearsonr / spearmanr, wrapped in staticmethod
+
     def _info(self):
         return evaluate.MetricInfo(
-            description="Pearson correlation coefficient: how well a straight line relates predictions to gold scores.",
+            description=self.description,
             citation=_SCIPY_CITATION,
-            inputs_description=_INPUTS + "    return_pvalue: also return the two-sided p-value under key 'p-value'.\n",
+            inputs_description=_INPUTS + f"    return_pvalue: also return the p-value under key '{self.pvalue_name}'.\n",
             features=_FLOAT_FEATURES,
-            reference_urls=["https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.pearsonr.html"],
+            reference_urls=[f"https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.{self.score_name}.html"],
         )
 
     def _compute(self, predictions, references, return_pvalue=False):
-        result = pearsonr(np.asarray(references, dtype=np.float64), np.asarray(predictions, dtype=np.float64))
-        scores = {"pearsonr": float(result.statistic)}
+        result = type(self).statistic_fn(np.asarray(references, dtype=np.float64), np.asarray(predictions, dtype=np.float64))
+        scores = {self.score_name: float(result.statistic)}
         if return_pvalue:
-            scores["p-value"] = float(result.pvalue)
+            scores[self.pvalue_name] = float(result.pvalue)
         return scores
 
 
-class Spearmanr(evaluate.Metric):
-    def _info(self):
-        return evaluate.MetricInfo(
-            description="Spearman rank correlation: Pearson correlation of the ranks (ties get their mean rank), "
-            "so any monotonic relation scores 1.",
-            citation=_SCIPY_CITATION,
-            inputs_description=_INPUTS + "    return_pvalue: also return the p-value under key 'spearmanr_pvalue'.\n",
-            features=_FLOAT_FEATURES,
-            reference_urls=["https://docs.scipy.org/doc/scipy/reference/generated/scipy.stats.spearmanr.html"],
-        )
+class Pearsonr(_Correlation):
+    score_name, pvalue_name = "pearsonr", "p-value"
+    description = "Pearson correlation coefficient: how well a straight line relates predictions to gold scores."
+    statistic_fn = staticmethod(pearsonr)
 
-    def _compute(self, predictions, references, return_pvalue=False):
-        result = spearmanr(np.asarray(references, dtype=np.float64), np.asarray(predictions, dtype=np.float64))
-        scores = {"spearmanr": float(result.statistic)}
-        if return_pvalue:
-            scores["spearmanr_pvalue"] = float(result.pvalue)
-        return scores
+
+class Spearmanr(_Correlation):
+    score_name, pvalue_name = "spearmanr", "spearmanr_pvalue"
+    description = ("Spearman rank correlation: Pearson correlation of the ranks (ties get their mean rank), so any "
+                   "monotonic relation scores 1.")
+    statistic_fn = staticmethod(spearmanr)
 
 
 class Mse(evaluate.Metric):

@@ -6,84 +6,31 @@ when the answer is not inside it (or the question has none). Predictions pick, o
 the best-scoring span of at most `data.max_answer_length` tokens among the `data.n_best_size` best starts and
 ends; SQuAD v2.0 answers "no answer" when the CLS score beats that span by more than
 `data.null_score_diff_threshold`.
-
-This module imports transformers only where it needs it: `hf_mha.data` imports it to read SQuAD files.
 """
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from functools import partial
 from pathlib import Path
 
 import numpy as np
-from datasets import Dataset, Features, Sequence, Value
+from datasets import Dataset
+from transformers import AutoModelForQuestionAnswering
 
 from .. import fsutil
+from ..data import require_columns
 from ..errors import UserError
 from ..recipe import DataSection, Recipe
-from . import Labels, output_name
+from ..reports import squad_report_text
+from .base import Labels, output_name, softmax
 
-SQUAD_FEATURES = Features({
-    "id": Value("string"),
-    "title": Value("string"),
-    "context": Value("string"),
-    "question": Value("string"),
-    "answers": Sequence({"text": Value("string"), "answer_start": Value("int32")}),
-})
 METRICS = ("f1", "exact_match")
 V2_METRICS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
 
 
-# --------------------------------------------------------------------------- SQuAD files
-
-
-def is_squad_json(path: Path) -> bool:
-    """Whether a .json file looks like SQuAD's nested layout (a single object with data[].paragraphs)."""
-    with open(path, encoding="utf-8", errors="replace") as f:
-        head = f.read(1 << 16).lstrip()
-    return head.startswith("{") and '"paragraphs"' in head and '"data"' in head
-
-
-def read_squad(path: Path) -> Dataset:
-    """A SQuAD v1.1/v2.0 file flattened to one row per question: id, title, context, question, answers.
-
-    Unanswerable v2.0 questions (`is_impossible`) get empty answer lists, as in the hub's squad_v2.
-    """
-    try:
-        with open(path, encoding="utf-8") as f:
-            document = json.load(f)
-    except json.JSONDecodeError as exc:
-        raise UserError(f"{path}:{exc.lineno}: not valid JSON ({exc.msg}); check the file is complete") from None
-    articles = document.get("data") if isinstance(document, dict) else None
-    if not isinstance(articles, list):
-        raise UserError(f"{path}: no 'data' list of articles; SQuAD files look like {{\"data\": [{{\"title\", \"paragraphs\"}}]}}")
-    rows = {name: [] for name in SQUAD_FEATURES}
-    for number, article in enumerate(articles, 1):
-        try:
-            for paragraph in article["paragraphs"]:
-                for qa in paragraph["qas"]:
-                    answers = [] if qa.get("is_impossible") else qa["answers"]
-                    rows["id"].append(str(qa["id"]))
-                    rows["title"].append(str(article.get("title", "")))
-                    rows["context"].append(paragraph["context"])
-                    rows["question"].append(qa["question"])
-                    rows["answers"].append({
-                        "text": [a["text"] for a in answers], "answer_start": [int(a["answer_start"]) for a in answers],
-                    })
-        except (KeyError, TypeError, ValueError) as exc:
-            what = f"no key {exc}" if isinstance(exc, KeyError) else str(exc)
-            title = article.get("title", "untitled") if isinstance(article, dict) else "not an object"
-            raise UserError(
-                f"{path}: article {number} ({title}) is malformed ({what}); each article needs paragraphs[].context "
-                "and paragraphs[].qas[] with id, question and answers[].text/answer_start"
-            ) from None
-    return Dataset.from_dict(rows, features=SQUAD_FEATURES)
-
-
-# --------------------------------------------------------------------------- columns
+# --------------------------------------------------------------------------- columns and labels
 
 
 def question_ids(ds: Dataset) -> list[str]:
@@ -153,7 +100,7 @@ def answer_positions(sequence_ids, offsets, answers: dict, context_index: int, c
     return start, end
 
 
-# --------------------------------------------------------------------------- from logits to answers
+# --------------------------------------------------------------------------- scores
 
 
 def postprocess(ids, contexts, features, start_logits, end_logits, data: DataSection, with_null: bool) -> dict[str, dict]:
@@ -190,7 +137,7 @@ def postprocess(ids, contexts, features, start_logits, end_logits, data: DataSec
                 spans.append((offsets[starts[i]][0], offsets[ends[j]][1]))
         order = np.argsort(scores)[::-1][:data.n_best_size]
         candidates = [scores[k] for k in order] + ([null_score] if with_null and math.isfinite(null_score) else [])
-        probabilities = _softmax(np.array(candidates)) if candidates else np.array([])
+        probabilities = softmax(candidates) if candidates else np.array([])
         null_probability = float(probabilities[-1]) if with_null and len(candidates) > len(order) else 0.0
         if len(order) and not (with_null and null_score - scores[order[0]] > data.null_score_diff_threshold):
             first, last = spans[order[0]]
@@ -200,11 +147,6 @@ def postprocess(ids, contexts, features, start_logits, end_logits, data: DataSec
             answers[example_id] = {"text": "", "answer_start": -1,
                                    "probability": null_probability if with_null else 0.0, "no_answer_probability": null_probability}
     return answers
-
-
-def _softmax(scores: np.ndarray) -> np.ndarray:
-    shifted = np.exp(scores - scores.max())
-    return shifted / shifted.sum()
 
 
 def squad_scores(answers: dict[str, dict], ids: list[str], golds: list[dict], with_null: bool) -> dict[str, float]:
@@ -224,33 +166,14 @@ def squad_scores(answers: dict[str, dict], ids: list[str], golds: list[dict], wi
     return scores | {k: v for k, v in result.items() if not k.endswith("total")}
 
 
-def report_text(scores: dict[str, float], golds: list[dict], with_null: bool) -> str:
-    answerable = sum(1 for gold in golds if gold["text"])
-    lines = [f"SQuAD {'v2.0' if with_null else 'v1.1'} · {len(golds):,} questions"
-             + (f" ({answerable:,} answerable, {len(golds) - answerable:,} not)" if with_null else "")]
-    lines += [f"{'exact_match':<14}{scores['exact_match']:8.2f}", f"{'f1':<14}{scores['f1']:8.2f}"]
-    for group in ("HasAns", "NoAns"):
-        if f"{group}_f1" in scores:
-            lines.append(f"{group:<14}{scores[f'{group}_exact']:8.2f}{scores[f'{group}_f1']:8.2f}  (exact, f1)")
-    if "best_f1" in scores:
-        lines.append(f"{'best_f1':<14}{scores['best_f1']:8.2f}  at no-answer probability {scores['best_f1_thresh']:.3f}")
-    return "\n".join(lines) + "\n"
-
-
 # --------------------------------------------------------------------------- the task
 
 
 class QuestionAnswering:
-    @property
-    def model_class(self):
-        from transformers import AutoModelForQuestionAnswering
-
-        return AutoModelForQuestionAnswering
+    model_class = AutoModelForQuestionAnswering
 
     def labels(self, raw, recipe: Recipe) -> Labels:
         """Spans have no label set; this checks the columns and settles SQuAD v1.1 vs v2.0 behaviour."""
-        from ..data import require_columns
-
         for split, ds in raw.items():  # every split is learned from or scored: all need answers
             require_columns(ds, ["question", "context", "answers"], split, "data (question answering)")
             answers_of(ds, split)
@@ -346,7 +269,7 @@ class QuestionAnswering:
 
         return compute
 
-    def evaluate(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path | None, prefix: str) -> tuple[dict, str]:
+    def score(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path | None, prefix: str) -> tuple[dict, str]:
         trainer.compute_metrics = None  # scored here, once, from the answers we also write
         output = trainer.predict(features, metric_key_prefix=prefix)
         answers = self._answers(output, raw, features, recipe, prefix)
@@ -354,7 +277,7 @@ class QuestionAnswering:
         with_null = with_null_answers(recipe, raw, prefix)
         scores = squad_scores(answers, ids, golds, with_null)
         metrics = {f"{prefix}_{k}": v for k, v in scores.items()} | output.metrics
-        report = report_text(scores, golds, with_null)
+        report = squad_report_text(scores, golds, with_null)
         if out_dir is not None:
             fsutil.write_json(out_dir / output_name(prefix, "predictions.json"), {i: answers[i]["text"] for i in ids})
             fsutil.write_text(out_dir / f"{prefix}_report.txt", report)

@@ -9,11 +9,15 @@ from datasets import Dataset, DatasetDict, Value
 from transformers import AutoModelForSequenceClassification, DataCollatorWithPadding, EvalPrediction
 
 from .. import fsutil
+from ..data import require_columns
 from ..errors import UserError
 from ..recipe import Recipe
-from . import Labels, output_name
+from .base import Labels, output_name, softmax
 
 REGRESSION = "regression"
+
+
+# --------------------------------------------------------------------------- columns and labels
 
 
 def _column_labels(ds: Dataset, column: str) -> list:
@@ -28,12 +32,27 @@ def _is_float_feature(ds: Dataset, column: str) -> bool:
     return isinstance(feature, Value) and feature.dtype.startswith("float")
 
 
+# --------------------------------------------------------------------------- scores
+
+
+def _predicted(logits, labels: Labels) -> np.ndarray:
+    logits = np.asarray(logits)
+    return logits.reshape(-1) if labels.names is None else logits.argmax(axis=-1)
+
+
+def _gold(label_ids, labels: Labels) -> list:
+    if labels.names is None:
+        return [float(v) for v in np.asarray(label_ids).reshape(-1)]
+    return [labels.names[int(v)] for v in label_ids]
+
+
+# --------------------------------------------------------------------------- the task
+
+
 class TextClassification:
     model_class = AutoModelForSequenceClassification
 
     def labels(self, raw: DatasetDict, recipe: Recipe) -> Labels:
-        from ..data import require_columns
-
         data = recipe.data
         for split, ds in raw.items():
             require_columns(ds, data.text_columns, split, "data.text_columns")
@@ -70,8 +89,6 @@ class TextClassification:
         return Labels.from_config(config)
 
     def preprocess(self, ds: Dataset, tokenizer, recipe: Recipe, labels: Labels, training: bool) -> Dataset:
-        from ..data import require_columns
-
         data = recipe.data
         columns = data.text_columns
         require_columns(ds, columns, "input", "data.text_columns")
@@ -119,7 +136,7 @@ class TextClassification:
 
         return compute
 
-    def evaluate(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path, prefix: str) -> tuple[dict, str]:
+    def score(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path, prefix: str) -> tuple[dict, str]:
         from ..reports import classification_report_text, save_confusion_matrix_png
 
         trainer.compute_metrics = self.compute_metrics(raw, features, labels, recipe)
@@ -150,7 +167,7 @@ class TextClassification:
             for i, value in enumerate(np.asarray(logits).reshape(-1)):
                 rows.append({**{c: texts[c][i] for c in texts}, "predicted": float(value)})
             return rows
-        probabilities = _softmax(np.asarray(logits))
+        probabilities = softmax(logits)
         for i, probs in enumerate(probabilities):
             rows.append({
                 **{c: texts[c][i] for c in texts},
@@ -158,22 +175,6 @@ class TextClassification:
                 "probabilities": {name: round(float(p), 6) for name, p in zip(labels.names, probs)},
             })
         return rows
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-    return shifted / shifted.sum(axis=-1, keepdims=True)
-
-
-def _predicted(logits, labels: Labels) -> np.ndarray:
-    logits = np.asarray(logits)
-    return logits.reshape(-1) if labels.names is None else logits.argmax(axis=-1)
-
-
-def _gold(label_ids, labels: Labels) -> list:
-    if labels.names is None:
-        return [float(v) for v in np.asarray(label_ids).reshape(-1)]
-    return [labels.names[int(v)] for v in label_ids]
 
 
 TASK = TextClassification()

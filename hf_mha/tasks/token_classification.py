@@ -15,67 +15,17 @@ from datasets import Dataset
 from transformers import AutoModelForTokenClassification, DataCollatorForTokenClassification
 
 from .. import fsutil
-from ..errors import UserError
-from ..recipe import DataSection, Recipe, did_you_mean
-from . import Labels, output_name
+from ..data import require_columns
+from ..errors import UserError, did_you_mean
+from ..recipe import DataSection, Recipe
+from .base import Labels, output_name
 
 IGNORED = -100
 BASE_METRICS = ("f1", "precision", "recall", "accuracy")
-# CoNLL-U's ten fields; FORM (the word) becomes `tokens` like everywhere else.
-CONLLU_COLUMNS = ("id", "tokens", "lemma", "upos", "xpos", "feats", "head", "deprel", "deps", "misc")
 _PREFIX_ORDER = {"B": 0, "I": 1, "E": 2, "S": 3, "L": 4, "U": 5}
 
 
-# --------------------------------------------------------------------------- reading CoNLL column files
-
-
-def read_conll(path: Path) -> Dataset:
-    """A CoNLL column file as rows of `tokens`, `column_1`..`column_<n-2>` and `ner_tags` (the last column).
-
-    One word per line, columns separated by whitespace (tabs when the line has any, so words may hold spaces),
-    a blank line between sentences. `-DOCSTART-` lines are document markers, not sentences. `.conllu` files
-    take CoNLL-U's column names and skip comments, multiword-token ranges and empty nodes.
-    """
-    path = Path(path)
-    conllu = path.suffix.lower() == ".conllu"
-    sentences: list[list[list[str]]] = []
-    sentence: list[list[str]] = []
-    width = first_line = None
-    try:
-        with open(path, encoding="utf-8") as lines:
-            for number, line in enumerate(lines, 1):
-                line = line.rstrip("\r\n")
-                fields = line.split("\t") if "\t" in line else line.split()
-                if not fields or fields[0] == "-DOCSTART-":
-                    if sentence:
-                        sentences.append(sentence)
-                        sentence = []
-                    continue
-                if conllu and (line.startswith("#") or not fields[0].isdigit()):
-                    continue
-                if width is None:
-                    width, first_line = len(fields), number
-                if len(fields) != width:
-                    raise UserError(
-                        f"{path}:{number}: {len(fields)} columns but line {first_line} has {width}; every line of a "
-                        "CoNLL file needs the same columns (word first, tag last), blank lines between sentences"
-                    )
-                sentence.append(fields)
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); convert it with iconv -t utf-8") from None
-    if sentence:
-        sentences.append(sentence)
-    if conllu:
-        if width not in (None, len(CONLLU_COLUMNS)):
-            raise UserError(f"{path}:{first_line}: a .conllu file has {len(CONLLU_COLUMNS)} columns, this one {width}")
-        names = list(CONLLU_COLUMNS)
-    else:
-        width = width or 2
-        names = ["tokens"] + [f"column_{i}" for i in range(1, width - 1)] + (["ner_tags"] if width > 1 else [])
-    return Dataset.from_dict({name: [[fields[i] for fields in s] for s in sentences] for i, name in enumerate(names)})
-
-
-# --------------------------------------------------------------------------- tags
+# --------------------------------------------------------------------------- columns and labels
 
 
 def _split_tag(tag: str) -> tuple[str, str]:
@@ -137,8 +87,6 @@ def tags_of(ds: Dataset, data: DataSection, split: str, id_names: list[str] | No
 
     Integer tags are read through the column's ClassLabel names, else through `id_names` (data.labels).
     """
-    from ..data import require_columns
-
     require_columns(ds, [data.tag_column], split, "data.tag_column")
     names = _class_names(ds, data.tag_column) or id_names
     words = words_of(ds, data, split)
@@ -164,7 +112,25 @@ def tags_of(ds: Dataset, data: DataSection, split: str, id_names: list[str] | No
     return rows
 
 
-# --------------------------------------------------------------------------- word predictions and scores
+# --------------------------------------------------------------------------- features
+
+
+def _align(word_ids: list[int], tag_ids: list[int], inside: list[int], label_all_tokens: bool) -> list[int]:
+    """Sub-token labels: the word's tag on its first sub-token; on the rest -100, or the inside tag when
+    `label_all_tokens`; -100 on special tokens."""
+    aligned, previous = [], -1
+    for word in word_ids:
+        if word < 0:
+            aligned.append(IGNORED)
+        elif word != previous:
+            aligned.append(tag_ids[word])
+        else:
+            aligned.append(inside[tag_ids[word]] if label_all_tokens else IGNORED)
+        previous = word
+    return aligned
+
+
+# --------------------------------------------------------------------------- scores
 
 
 def word_predictions(logits, word_ids: list[list[int]], lengths: list[int], names: list[str]) -> list[list[str]]:
@@ -183,8 +149,9 @@ def word_predictions(logits, word_ids: list[list[int]], lengths: list[int], name
     return sentences
 
 
-def entity_scores(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
-    """Micro precision/recall/F1 over entities, token accuracy, and F1 per entity type (`LOC_f1`, ...)."""
+def ner_metrics(gold: list[list[str]], predicted: list[list[str]]) -> dict[str, float]:
+    """The flat metrics of a run: micro precision/recall/F1 over entities, token accuracy, and F1 per entity type
+    (`LOC_f1`, ...), from the offline seqeval module."""
     from ..metrics import load_metric
 
     result = load_metric("seqeval", keep_in_memory=True).compute(predictions=predicted, references=gold)
@@ -285,11 +252,11 @@ class TokenClassification:
 
         def compute(prediction) -> dict:
             predicted = word_predictions(prediction.predictions, word_ids, [len(g) for g in gold], labels.names)
-            return entity_scores(gold, predicted)
+            return ner_metrics(gold, predicted)
 
         return compute
 
-    def evaluate(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path | None, prefix: str) -> tuple[dict, str]:
+    def score(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path | None, prefix: str) -> tuple[dict, str]:
         from ..reports import entity_report_text
 
         data = recipe.data
@@ -298,7 +265,7 @@ class TokenClassification:
         words = words_of(raw, data, prefix)
         predicted = word_predictions(output.predictions, features["word_ids"][:], [len(w) for w in words], labels.names)
         gold = tags_of(raw, data, prefix, labels.names)
-        metrics = {f"{prefix}_{k}": v for k, v in entity_scores(gold, predicted).items()} | output.metrics
+        metrics = {f"{prefix}_{k}": v for k, v in ner_metrics(gold, predicted).items()} | output.metrics
         report = entity_report_text(gold, predicted)
         if out_dir is not None:
             fsutil.write_text(out_dir / output_name(prefix, "predictions.conll"), conll_text(words, gold, predicted))
@@ -316,21 +283,6 @@ class TokenClassification:
             row = {text_column: texts[i]} if texts is not None else {}
             rows.append(row | {"tokens": sentence, "predicted": tags, "entities": entity_spans(sentence, tags)})
         return rows
-
-
-def _align(word_ids: list[int], tag_ids: list[int], inside: list[int], label_all_tokens: bool) -> list[int]:
-    """Sub-token labels: the word's tag on its first sub-token; on the rest -100, or the inside tag when
-    `label_all_tokens`; -100 on special tokens."""
-    aligned, previous = [], -1
-    for word in word_ids:
-        if word < 0:
-            aligned.append(IGNORED)
-        elif word != previous:
-            aligned.append(tag_ids[word])
-        else:
-            aligned.append(inside[tag_ids[word]] if label_all_tokens else IGNORED)
-        previous = word
-    return aligned
 
 
 TASK = TokenClassification()

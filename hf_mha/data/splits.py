@@ -1,65 +1,18 @@
-"""Getting raw examples into a `datasets.DatasetDict`: hub datasets and local files.
-
-Local formats are chosen by extension: .csv, .tsv, .json/.jsonl, .parquet, and CoNLL column files
-(.conll/.iob/.iob1/.iob2/.txt and CoNLL-2003's eng.train style names) for token classification. Relative
-paths are looked up in the current folder first, then beside the recipe file.
-"""
+"""The recipe's splits as a `datasets.DatasetDict`: local files or a hub dataset, a validation split held out
+of train when there is none, sample limits applied."""
 
 from __future__ import annotations
 
-import csv
-from pathlib import Path
+import random
+from collections import Counter
 
 import datasets
 from datasets import Dataset, DatasetDict
 
-from .errors import UserError
-from .recipe import DataSection, Recipe, did_you_mean
-from .tasks.question_answering import is_squad_json, read_squad
-
-TABULAR = {".csv": "csv", ".tsv": "csv", ".json": "json", ".jsonl": "json", ".parquet": "parquet"}
-CONLL_SUFFIXES = {".conll", ".conllu", ".iob", ".iob1", ".iob2", ".bio", ".txt", ".testa", ".testb", ".train"}
-
-
-def resolve_data_path(path: str, recipe: Recipe, key: str) -> Path:
-    candidates = [Path(path)]
-    if recipe.source and not Path(path).is_absolute():
-        candidates.append(Path(recipe.source).parent / path)
-    for candidate in candidates:
-        if candidate.is_file():
-            return candidate
-    tried = " or ".join(str(c) for c in candidates)
-    raise UserError(f"{key}: file not found: {tried}; fix the path in the recipe or override it ({key}=PATH)")
-
-
-def read_file(path: Path, key: str = "data.files") -> Dataset:
-    """One local file as a Dataset, format by extension."""
-    suffix = path.suffix.lower()
-    if suffix == ".json" and is_squad_json(path):  # SQuAD's nested articles/paragraphs/questions layout
-        loaded = read_squad(path)
-    elif suffix in TABULAR:
-        kwargs = {"delimiter": "\t", "quoting": csv.QUOTE_NONE} if suffix == ".tsv" else {}
-        try:
-            loaded = datasets.load_dataset(TABULAR[suffix], data_files={"split": str(path)}, split="split", **kwargs)
-        except Exception as exc:  # datasets wraps parser errors in several types; all mean "unreadable file"
-            if "corresponds to no data" in str(exc):  # a header and no rows
-                raise UserError(f"{key}: {path} holds no examples; point it at a non-empty file") from None
-            raise UserError(f"{key}: cannot read {path} as {suffix[1:]}: {_short(exc)}") from None
-    elif suffix in CONLL_SUFFIXES or path.name.startswith(("eng.", "deu.")):
-        from .tasks.token_classification import read_conll
-
-        loaded = read_conll(path)
-    else:
-        known = ", ".join(sorted(set(TABULAR) | CONLL_SUFFIXES))
-        raise UserError(f"{key}: unknown file type '{suffix or path.name}' for {path}; use one of {known}")
-    if len(loaded) == 0:
-        raise UserError(f"{key}: {path} holds no examples; point it at a non-empty file")
-    return loaded
-
-
-def _short(exc: Exception) -> str:
-    text = str(exc).strip().splitlines()
-    return text[-1][:300] if text else type(exc).__name__
+from ..errors import UserError
+from ..recipe import DataSection, Recipe
+from .columns import require_columns
+from .files import read_file, resolve_data_path, short_reason
 
 
 def load_hub(data: DataSection) -> DatasetDict:
@@ -77,7 +30,7 @@ def load_hub(data: DataSection) -> DatasetDict:
             last_error = exc
     offline = "offline" in str(last_error).lower() or "connect" in str(last_error).lower()
     hint = " — the hub needs the internet; use data.files.* for local files" if offline else ""
-    raise UserError(f"data.dataset: cannot load '{name}' from the hub: {_short(last_error)}{hint}")
+    raise UserError(f"data.dataset: cannot load '{name}' from the hub: {short_reason(last_error)}{hint}")
 
 
 def load_raw(recipe: Recipe) -> DatasetDict:
@@ -120,9 +73,6 @@ def load_raw(recipe: Recipe) -> DatasetDict:
 
 def split_by_group(ds: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:
     """Hold out whole groups (seeded) until they reach `fraction` of the rows; train keeps at least one group."""
-    import random
-    from collections import Counter
-
     require_columns(ds, [column], "train", "data.validation_group")
     values = ds[column]
     sizes = Counter(values)
@@ -140,20 +90,3 @@ def split_by_group(ds: Dataset, column: str, fraction: float, seed: int) -> tupl
     train = [i for i, flag in enumerate(in_validation) if not flag]
     validation = [i for i, flag in enumerate(in_validation) if flag]
     return ds.select(train), ds.select(validation)
-
-
-def require_columns(ds: Dataset, columns: list[str], split: str, key: str) -> None:
-    for column in columns:
-        if column not in ds.column_names:
-            raise UserError(
-                f"{key}: column '{column}' not in the {split} data{did_you_mean(column, ds.column_names)}; "
-                f"columns: {', '.join(ds.column_names)}"
-            )
-
-
-def read_inputs(path: str) -> Dataset:
-    """Inputs for `mha-ft predict` / `eval --file`: any format read_file knows."""
-    file = Path(path)
-    if not file.is_file():
-        raise UserError(f"--input: file not found: {path}")
-    return read_file(file, "--input")

@@ -1,10 +1,44 @@
-"""Which of the shipped Accelerate launch configs can run on this machine, and why not."""
+"""`mha-ft env`: versions and devices, and which of the shipped Accelerate launch configs can run on this machine,
+and why not (the attention backends say it themselves: `hf_mha.attention.mha.backend_status`). `environment()`
+is also saved in every run folder as env.json."""
 
 from __future__ import annotations
 
 import importlib.util
+import os
+import platform
+import sys
 from importlib import resources
 from pathlib import Path
+from typing import Any
+
+
+def environment() -> dict[str, Any]:
+    import accelerate
+    import datasets
+    import peft
+    import torch
+    import transformers
+
+    info: dict[str, Any] = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cpu_count": os.cpu_count(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "datasets": datasets.__version__,
+        "accelerate": accelerate.__version__,
+        "peft": peft.__version__,
+        "cuda": torch.version.cuda if torch.cuda.is_available() else None,
+        "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"],
+    }
+    try:
+        from importlib.metadata import version
+
+        info["mha-ft"] = version("mha-ft")
+    except Exception:  # running from a source tree that is not installed
+        info["mha-ft"] = None
+    return info
 
 
 def launch_configs_dir() -> Path:

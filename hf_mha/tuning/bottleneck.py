@@ -1,4 +1,5 @@
-"""Bottleneck adapters (Houlsby et al. 2019, Pfeiffer et al. 2020) for BERT-style encoders.
+"""`tuning.method: bottleneck` (or `adapter`): bottleneck adapters (Houlsby et al. 2019, Pfeiffer et al. 2020)
+for BERT-style encoders.
 
 An adapter is a small residual MLP inserted after a sublayer's output projection, before the residual add and
 LayerNorm of the stock block:
@@ -23,7 +24,7 @@ map and has no equivalent weight delta (unlike LoRA or IA3). An exported model k
 
 Usable without the rest of mha-ft:
 
-    from hf_mha.adapters import BottleneckConfig, add_bottleneck_adapters, load_bottleneck_adapters
+    from hf_mha.tuning.bottleneck import BottleneckConfig, add_bottleneck_adapters, load_bottleneck_adapters
     model = add_bottleneck_adapters(model, BottleneckConfig(placement="houlsby", modules_to_save=["classifier"]))
     ...train, then save_bottleneck_adapters(model, folder)
     model = load_bottleneck_adapters(AutoModelForSequenceClassification.from_pretrained(base), folder)
@@ -40,6 +41,10 @@ from typing import Literal
 
 import torch
 from torch import nn
+
+from .. import fsutil
+from ..errors import UserError
+from .base import Tuning, with_task_head
 
 CONFIG_NAME = "bottleneck_config.json"
 WEIGHTS_NAME = "bottleneck_model.safetensors"
@@ -156,8 +161,6 @@ def save_bottleneck_adapters(model: nn.Module, folder: str | Path) -> None:
     """Write bottleneck_config.json and bottleneck_model.safetensors (adapter and head weights only)."""
     from safetensors.torch import save_file
 
-    from . import fsutil
-
     config: BottleneckConfig = model.bottleneck_config
     state = model.state_dict()
     weights = {key: state[key].detach().contiguous().cpu() for key in _saved_keys(model, config)}
@@ -183,3 +186,36 @@ def load_bottleneck_adapters(model: nn.Module, folder: str | Path) -> nn.Module:
         )
     model.load_state_dict(weights, strict=False)
     return model
+
+
+class BottleneckTuning(Tuning):
+    """The family interface for bottleneck adapters: the run folder holds bottleneck_config.json and
+    bottleneck_model.safetensors (adapters and task head) with config.json (the labels)."""
+
+    config_class = BottleneckConfig
+    ADAPTER_CONFIG = CONFIG_NAME
+    ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
+    LOAD_WITH = ("from hf_mha.tuning.bottleneck import load_bottleneck_adapters   # pip install mha-ft",
+                 "load_bottleneck_adapters")
+    CANNOT_MERGE = ("bottleneck adapters put a non-linearity between their down- and up-projections, so they "
+                    "cannot be folded into the base weights")
+
+    def apply(self, model: nn.Module) -> nn.Module:
+        config = self.build_config()
+        config.modules_to_save = with_task_head(model, config.modules_to_save)
+        config.base_model_name_or_path = self.recipe.model.name
+        try:
+            return add_bottleneck_adapters(model, config)
+        except ValueError as exc:
+            raise UserError(f"tuning.method {self.recipe.tuning.method}: {exc}") from None
+
+    def save_stock(self, model: nn.Module, out: Path) -> None:
+        save_bottleneck_adapters(model, out)
+        model.config.save_pretrained(out)
+
+    @classmethod
+    def load_adapter(cls, base: nn.Module, folder: Path) -> nn.Module:
+        try:
+            return load_bottleneck_adapters(base, folder)
+        except ValueError as exc:
+            raise UserError(str(exc)) from None

