@@ -5,6 +5,7 @@ Bad input raises `hf_mha.errors.UserError`; `main()` turns it into one line on s
 
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -35,17 +36,19 @@ def _main_process_console() -> Console | None:
 
 RecipeOption = typer.Option(..., "--recipe", "-r", help="Recipe file or built-in recipe name (see `mha-ft ls`).")
 OverridesArgument = typer.Argument(None, help="Dotted overrides, e.g. train.learning_rate=3e-5 output_dir=runs/x")
+OverwriteOption = typer.Option(False, "--overwrite", help="Replace what output_dir holds (a finished or an unfinished run).")
+ResumeOption = typer.Option(
+    None, "--resume/--no-resume",
+    help="Continue from the last complete checkpoint (default: automatic when output_dir holds an unfinished run).",
+)
 
 
 @app.command()
 def train(
     recipe: str = RecipeOption,
     overrides: Optional[list[str]] = OverridesArgument,
-    overwrite: bool = typer.Option(False, "--overwrite", help="Replace a finished run in output_dir."),
-    resume: Optional[bool] = typer.Option(
-        None, "--resume/--no-resume",
-        help="Continue from the last complete checkpoint (default: automatic when output_dir holds an unfinished run).",
-    ),
+    overwrite: bool = OverwriteOption,
+    resume: Optional[bool] = ResumeOption,
 ) -> None:
     """Fine-tune a model as a recipe says; writes the run folder (model, metrics.json, reports, plots).
 
@@ -70,7 +73,7 @@ def eval_(
 
     Example: mha-ft eval --run runs/quickstart --split test
     """
-    from hf_mha.training import evaluate_run
+    from hf_mha.inference import evaluate_run
 
     evaluate_run(run=run, model=model, recipe_name=recipe, split=split, file=file, overrides=overrides,
              console=_main_process_console())
@@ -86,7 +89,7 @@ def predict(
 
     Example: mha-ft predict --run runs/quickstart --input new.jsonl --output preds.jsonl
     """
-    from hf_mha.training import predict as run_predict
+    from hf_mha.inference import predict as run_predict
 
     run_predict(run, input, output, console=console)
 
@@ -128,15 +131,18 @@ def cp(
 def validate(
     recipe: str = RecipeOption,
     overrides: Optional[list[str]] = OverridesArgument,
+    overwrite: bool = OverwriteOption,
+    resume: Optional[bool] = ResumeOption,
 ) -> None:
-    """Check a recipe and its data without training: keys, types, files, columns, labels, tokenizer.
+    """Run every check `train` runs before its first step, and write nothing: recipe keys and types, output_dir,
+    files, columns, labels, tokenizer, max_length, the model with its tuning, disk space.
 
     Example: mha-ft validate --recipe recipes/sst2-full.yaml data.files.train=train.tsv
     """
     from hf_mha.recipe import load_recipe
     from hf_mha.training import validate as validate_recipe
 
-    summary = validate_recipe(load_recipe(recipe, overrides))
+    summary = validate_recipe(load_recipe(recipe, overrides), overwrite=overwrite, resume=resume)
     for key, value in summary.items():
         console.print(f"[bold]{key}[/]: {value}")
     console.print("[green]Recipe is valid.[/]")
@@ -264,7 +270,19 @@ def heads(
     heads_command(run, text, importance, split, file, max_samples, prune, out, console=console)
 
 
+class WarningLines(logging.Handler):
+    """`hf_mha` warnings (`hf_mha.console.warn`) as one `warning: ...` line each on stderr, main process only."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if _main_process_console() is not None:
+            err_console.print(f"[yellow]warning:[/] {record.getMessage()}", soft_wrap=True)
+
+
 def main(argv: list[str] | None = None) -> None:
+    logger = logging.getLogger("hf_mha")
+    if not any(isinstance(h, WarningLines) for h in logger.handlers):
+        logger.addHandler(WarningLines())
+        logger.propagate = False
     try:
         app(args=argv, prog_name="mha-ft")
     except UserError as exc:

@@ -17,8 +17,8 @@ _EXPORTS = {
     "recipe_from_dict": "recipe",
     "train": "training",
     "validate": "training",
-    "evaluate_run": "training",
-    "predict": "training",
+    "evaluate_run": "inference",
+    "predict": "inference",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -2,7 +2,8 @@
 
 - Every checkpoint gets a `.complete` marker once the Trainer has written all of it (`on_save` runs after
   `_save_checkpoint`), so resuming never picks a checkpoint that a kill cut short.
-- A non-finite training loss stops the run before anything is saved from the diverged weights.
+- A non-finite training or evaluation loss stops the run before anything is saved from the diverged weights, so
+  every complete checkpoint has finite weights and, where it was evaluated, a finite evaluation.
 - Ctrl-C asks for a checkpoint at the end of the current step, then stops; a second Ctrl-C stops at once.
 """
 
@@ -22,7 +23,7 @@ from .run_folder import COMPLETE_MARKER
 
 class RunGuard(TrainerCallback):
     def __init__(self) -> None:
-        self.diverged_at: tuple[int, float] | None = None
+        self.diverged_at: tuple[int, float, str] | None = None  # step, loss, training or evaluation
         self.interrupted = False
         self._previous_handler = None
 
@@ -47,12 +48,17 @@ class RunGuard(TrainerCallback):
             control.should_training_stop = True
         return control
 
-    # -- divergence
+    # -- divergence: on_log and on_evaluate run before the step's save, so the diverged weights stay out of it
     def on_log(self, args, state, control, logs=None, **kwargs):
-        loss = (logs or {}).get("loss")
+        return self._stop_if_not_finite((logs or {}).get("loss"), "training", state, control)
+
+    def on_evaluate(self, args, state, control, metrics=None, **kwargs):
+        return self._stop_if_not_finite((metrics or {}).get("eval_loss"), "evaluation", state, control)
+
+    def _stop_if_not_finite(self, loss, which: str, state, control):
         if loss is not None and not math.isfinite(loss):
-            self.diverged_at = (state.global_step, loss)
-            control.should_save = False  # on_log runs before the step's save: keep the diverged weights out
+            self.diverged_at = (state.global_step, loss, which)
+            control.should_save = False
             control.should_training_stop = True
         return control
 
@@ -64,7 +70,7 @@ class RunGuard(TrainerCallback):
         if model is not None and not all(p.isfinite().all() for p in model.parameters()):
             # The loss went non-finite between two logging steps: this checkpoint holds diverged weights.
             shutil.rmtree(checkpoint, ignore_errors=True)
-            self.diverged_at = self.diverged_at or (state.global_step, float("nan"))
+            self.diverged_at = self.diverged_at or (state.global_step, float("nan"), "training")
             control.should_training_stop = True
             return control
         (checkpoint / COMPLETE_MARKER).write_text(f"step {state.global_step}\n")

@@ -1,8 +1,9 @@
-"""What commands print: a line, or the results table with the reports. `console` is a rich Console, or None
-in processes that must stay quiet (every process but the main one under `accelerate launch`)."""
+"""What commands print: a line, the results table with the reports, or a warning. `console` is a rich Console,
+or None in processes that must stay quiet (every process but the main one under `accelerate launch`)."""
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 
@@ -28,3 +29,9 @@ def print_results(console, metrics: dict, reports: dict[str, str], out: Path) ->
     for prefix, report in reports.items():
         console.print(f"[bold]{prefix} report[/]\n{report}")
     console.print(table)
+
+
+def warn(text: str) -> None:
+    """Something looks wrong but need not stop the run: one line through the `hf_mha` logger, which the CLI prints
+    as `warning: ...` on stderr (from the main process only)."""
+    logging.getLogger("hf_mha").warning(text)

@@ -21,7 +21,8 @@ from .console import say
 from .errors import UserError
 from .models import stock_layout
 from .run_folder import FINISHED_MARKER, RECIPE_FILE, check_new_folder, load_run
-from .training import SavedModel, check_labels, eval_batch_size, load_saved, pick_split
+from .inference import SavedModel, check_labels, load_saved
+from .training import eval_batch_size
 from .tuning import adapter_family
 
 MAPS_FILE = "attention_maps.png"
@@ -75,13 +76,13 @@ def importance(saved: SavedModel, split: str = "validation", file: str | None = 
     from torch.utils.data import DataLoader
 
     from .attention.importance import head_importance
-    from .data import load_raw, read_inputs
+    from .data import load_split, read_inputs
 
     recipe = saved.recipe
     if file:
-        raw, source = read_inputs(file), file
+        raw, source = read_inputs(file, "--file"), file
     else:
-        raw, source = pick_split(load_raw(recipe), split), split
+        raw, source = load_split(recipe, split), split
     if max_samples is not None:
         if max_samples < 1:
             raise UserError(f"--max-samples must be 1 or more, got {max_samples}")
@@ -145,7 +146,7 @@ def prune_run(saved: SavedModel, scores: torch.Tensor, fraction: float, out: str
     }
     recipe = saved.recipe
     pruned_recipe = recipe.model_copy(update={
-        "model": recipe.model.model_copy(update={"name": str(out)}), "output_dir": str(out),
+        "model": recipe.model.model_copy(update={"name": str(out.resolve())}), "output_dir": str(out.resolve()),
     })
     out.mkdir(parents=True, exist_ok=True)
     fsutil.write_text(out / RECIPE_FILE, pruned_recipe.to_yaml())

@@ -68,6 +68,21 @@ def load_config(recipe: Recipe, name: str | None = None, **config_kwargs):
     return _from_pretrained(AutoConfig.from_pretrained, recipe, "model config", name, **config_kwargs)
 
 
+#: Model types whose position ids start after the padding id (RoBERTa's `padding_idx + 1`), so that many of
+#: their max_position_embeddings hold no token position.
+OFFSET_POSITIONS = ("roberta", "xlm-roberta", "camembert", "data2vec-text", "xmod")
+
+
+def max_positions(config) -> int | None:
+    """The most tokens one input of this model can hold, or None when the config does not say."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is None:
+        return None
+    if getattr(config, "model_type", None) in OFFSET_POSITIONS:
+        positions -= (getattr(config, "pad_token_id", None) or 0) + 1
+    return positions
+
+
 def load_model(recipe: Recipe, model_class, config=None, what: str = "model", attention: str = "stock",
                **config_kwargs) -> nn.Module:
     """`recipe.model.name` as a `model_class` task model (a new head for its labels: `config_kwargs` or `config`),

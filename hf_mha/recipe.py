@@ -14,7 +14,7 @@ import functools
 import typing
 from importlib import resources
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Callable, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -159,7 +159,139 @@ def _check_training_arguments(values: dict[str, Any]) -> dict[str, Any]:
     if "output_dir" in values:
         raise ValueError("train.output_dir: set the run folder with the top-level key output_dir")
     hints = training_argument_hints()
-    return check_options(values, hints, "train", lambda key: f"unknown TrainingArguments key{did_you_mean(key, hints)}")
+    checked = check_options(values, hints, "train", lambda key: f"unknown TrainingArguments key{did_you_mean(key, hints)}")
+    for key, (holds, wanted) in TRAIN_VALUE_RULES.items():
+        value = checked.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) and not holds(value):
+            raise ValueError(f"train.{key} must be {wanted}, got {echo(value)}")
+    epochs, steps = checked.get("num_train_epochs", 1), checked.get("max_steps", -1)
+    if isinstance(epochs, (int, float)) and epochs <= 0 and not (isinstance(steps, int) and steps > 0):
+        raise ValueError("train.num_train_epochs must be > 0, or set train.max_steps > 0 to train for that many steps")
+    return checked
+
+
+def _positive(value) -> bool:
+    return value > 0
+
+
+def _at_least_zero(value) -> bool:
+    return value >= 0
+
+
+#: Values TrainingArguments takes without complaint but that cannot train (a zero batch, a zero or negative
+#: learning rate) or that fail only later, deep inside a step (a negative seed, a save every 0 steps).
+TRAIN_VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
+    "learning_rate": (_positive, "> 0"),
+    "per_device_train_batch_size": (_positive, "at least 1"),
+    "per_device_eval_batch_size": (_positive, "at least 1"),
+    "gradient_accumulation_steps": (_positive, "at least 1"),
+    "eval_accumulation_steps": (_positive, "at least 1"),
+    "max_steps": (lambda v: v == -1 or v > 0, "> 0, or -1 to train for num_train_epochs"),
+    "max_grad_norm": (_at_least_zero, "a number >= 0 (0 turns clipping off)"),
+    "weight_decay": (_at_least_zero, ">= 0"),
+    "warmup_steps": (_at_least_zero, ">= 0"),
+    "logging_steps": (_positive, "> 0"),
+    "save_steps": (_positive, "> 0"),
+    "eval_steps": (_positive, "> 0"),
+    "save_total_limit": (_positive, "at least 1, or null to keep every checkpoint"),
+    "seed": (lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1"),
+    "data_seed": (lambda v: 0 <= v < 2**32, "between 0 and 2**32 - 1"),
+    "adam_beta1": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_beta2": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "adam_epsilon": (_positive, "> 0"),
+    "label_smoothing_factor": (lambda v: 0 <= v < 1, "in [0, 1)"),
+    "dataloader_num_workers": (_at_least_zero, ">= 0"),
+}
+
+
+# --------------------------------------------------------------------------- reading a recipe file
+
+#: A recipe is a few kilobytes; anything this large is not one, and is not echoed back.
+MAX_RECIPE_BYTES = 1 << 20
+#: Values a recipe file may expand to through YAML aliases (`*name`): far above any real recipe, far below a bomb.
+MAX_NODES = 100_000
+#: The longest single value: paths, names and numbers are short.
+MAX_VALUE_CHARS = 10_000
+
+
+class _RecipeLoader(yaml.SafeLoader):
+    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise _DuplicateKey(key, seen[key], line)
+            seen[key] = line
+        return super().construct_mapping(node, deep)
+
+
+class _DuplicateKey(Exception):
+    def __init__(self, key, first: int, second: int):
+        self.key, self.first, self.second = key, first, second
+
+
+def _expanded_size(root: yaml.Node, path: Path) -> None:
+    """Refuse a document whose aliases expand it past MAX_NODES values, or with an oversized value; counted on
+    the node graph, which shares aliased nodes, so a bomb is caught before anything is built from it."""
+    sizes: dict[int, int] = {}
+
+    def size(node: yaml.Node) -> int:
+        if id(node) in sizes:
+            return sizes[id(node)]
+        if isinstance(node, yaml.ScalarNode):
+            if len(node.value) > MAX_VALUE_CHARS:
+                raise UserError(
+                    f"{path}:{node.start_mark.line + 1}: a value of {len(node.value):,} characters; recipe values "
+                    f"are paths, names and numbers (at most {MAX_VALUE_CHARS:,} characters)"
+                )
+            total = 1
+        else:
+            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
+            sizes[id(node)] = 1  # a node that contains itself counts once
+            total = 1 + sum(size(child) for child in children)
+        if total > MAX_NODES:
+            raise UserError(
+                f"{path}: its YAML aliases expand to more than {MAX_NODES:,} values; a recipe is a few sections "
+                "of settings: write the values out"
+            )
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def read_recipe_yaml(path: Path) -> Any:
+    """The YAML document in `path`, read as recipes are: UTF-8, no duplicate keys, no alias bombs."""
+    size = path.stat().st_size
+    if size > MAX_RECIPE_BYTES:
+        raise UserError(f"{path}: {size:,} bytes is not a recipe (recipes are a few KB); check the --recipe path")
+    try:
+        text = path.read_bytes().decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the recipe as UTF-8") from None
+    loader = _RecipeLoader(text)
+    try:
+        root = loader.get_single_node()
+        if root is None:
+            return {}
+        _expanded_size(root, path)
+        return loader.construct_document(root)
+    except _DuplicateKey as dup:
+        raise UserError(
+            f"{path}:{dup.second}: key '{dup.key}' is given twice in one section (first at line {dup.first}); "
+            "keep one of them"
+        ) from None
+    except RecursionError:
+        raise UserError(f"{path}: nested too deeply to be a recipe; a recipe is a few sections of settings") from None
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}" if mark else str(path)
+        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); check indentation and quoting") from None
+    finally:
+        loader.dispose()
 
 
 # --------------------------------------------------------------------------- loading, overrides, errors
@@ -214,12 +346,7 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:
     path = resolve_recipe_path(name_or_path)
-    try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); check indentation and quoting") from None
+    raw = read_recipe_yaml(path)
     if not isinstance(raw, dict):
         raise UserError(f"{path}: a recipe is a YAML mapping with sections task, model, data, tuning, train, eval")
     raw = apply_overrides(raw, overrides or [])
@@ -227,12 +354,33 @@ def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe
 
 
 def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
+    """The validated recipe, its relative paths made absolute (see `_absolute_paths`)."""
     try:
         recipe = Recipe.model_validate(raw)
     except ValidationError as exc:
         raise UserError(_first_error(exc, source)) from None
     recipe.source = source
+    _absolute_paths(recipe)
     return recipe
+
+
+def _absolute_paths(recipe: Recipe) -> None:
+    """Data files and a local model folder given relative are looked up in the current folder first, then beside
+    the recipe file; output_dir is in the current folder. Found, they become absolute, so the recipe.yaml a run
+    saves works from any folder. A data file found nowhere stays as given: reading it says where it looked."""
+    beside = Path(recipe.source).resolve().parent if recipe.source else None
+
+    def found(path: str, exists) -> str:
+        given = Path(path).expanduser()
+        candidates = [given] if given.is_absolute() else [Path.cwd() / given, *([beside / given] if beside else [])]
+        return next((str(c.resolve()) for c in candidates if exists(c)), path)
+
+    if recipe.data.files is not None:
+        for split, path in vars(recipe.data.files).items():
+            if path:
+                setattr(recipe.data.files, split, found(path, Path.is_file))
+    recipe.model.name = found(recipe.model.name, Path.is_dir)
+    recipe.output_dir = str(Path(recipe.output_dir).expanduser().absolute())
 
 
 def _first_error(exc: ValidationError, source: str | None) -> str:
@@ -288,8 +436,8 @@ def copy_builtin(name: str, destination: Path) -> Path:
         raise UserError(f"{target} already exists; choose another destination")
     source = recipes[name]
     text = source.read_text(encoding="utf-8")
-    files = load_recipe(str(source)).data.files or FilesSection()
-    for relative in {path for path in vars(files).values() if path and not Path(path).is_absolute()}:
+    files = ((read_recipe_yaml(source) or {}).get("data") or {}).get("files") or {}  # as written, not resolved
+    for relative in {path for path in files.values() if path and not Path(path).is_absolute()}:
         if (source.parent / relative).is_file():
             text = text.replace(relative, str(source.parent / relative))
     fsutil.write_text(target, text)

@@ -12,40 +12,108 @@ stops there. A run folder holds everything needed to evaluate, predict, resume o
 
 from __future__ import annotations
 
+import contextlib
+import errno
+import json
 import shutil
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.data import SequentialSampler
 from transformers import Trainer
-from transformers.trainer_utils import has_length
+from transformers.trainer_pt_utils import LengthGroupedSampler
+from transformers.trainer_utils import TrainOutput, has_length
 
 from . import fsutil
 from .callbacks import LogLines, RunGuard
 from .console import print_results, say
-from .data import TABULAR, load_raw, read_inputs
+from .data import load_raw
 from .env import environment
 from .errors import RunStopped, UserError
-from .models import load_model, load_tokenizer, use_attention
-from .recipe import Recipe, apply_overrides, load_recipe, recipe_from_dict
-from .run_folder import FINISHED_MARKER, RECIPE_FILE, check_output_dir, complete_checkpoints, load_run, resume_point
+from .models import load_config, load_model, load_tokenizer, max_positions
+from .recipe import Recipe
+from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, RECIPE_FILE, REPLACE, RESUME, RunLock, check_free_space, size_text,
+                         check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
 from .tasks import Labels, Task, get_task
-from .tuning import Tuning, count_trainable, load_tuned_model, resolve
+from .tuning import Tuning, count_trainable, resolve
 
 #: Evaluation batches hold no gradients, so they can be larger than training ones.
 EVAL_BATCH_SIZE = 64
 
 
+#: In every checkpoint: the loss sum and the training seconds of all steps up to it (see RunTrainer).
+PROGRESS_FILE = "hf_mha_progress.json"
+#: Write errors that leave a checkpoint half-written: the disk or quota is full, or the folder is not writable.
+WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG)
+
+
 class RunTrainer(Trainer):
-    """transformers 5.23 groups evaluation batches by length too when `train_sampling_strategy` is
-    `group_by_length`, so predictions come back out of example order (wrong rows in predictions files, and
-    wrong NER/QA scores, which are matched to examples by position). Evaluation here always keeps the order."""
+    """The Trainer, with two fixes:
+
+    - transformers 5.23 groups evaluation batches by length too when `train_sampling_strategy` is
+      `group_by_length`, so predictions come back out of example order (wrong rows in predictions files, and
+      wrong NER/QA scores, which are matched to examples by position). Evaluation here always keeps the order.
+    - `group_by_length` draws each epoch's order from the global RNG at the epoch's start, which a resumed run
+      is not at (it restores the RNG of the checkpoint's step), so it trained on other batches than the
+      uninterrupted run. Here each epoch's order comes from (seed, epoch), as accelerate's seedable sampler
+      does for plain random order.
+    - A resumed run reports train_loss and train_runtime of the steps after the resume only. Each checkpoint here
+      also records the loss sum and seconds of every step before it (PROGRESS_FILE), so `train` returns the
+      whole run's: a killed and resumed run ends with the metrics of one that was never interrupted.
+    """
 
     def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or not has_length(eval_dataset):
             return None
         return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
+
+    def _get_train_sampler(self, train_dataset=None):
+        sampler = super()._get_train_sampler(train_dataset)
+        if type(sampler) is not LengthGroupedSampler:
+            return sampler
+        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
+        return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
+
+    def train(self, resume_from_checkpoint=None, **kwargs):
+        progress = Path(resume_from_checkpoint or "") / PROGRESS_FILE
+        self._carried = json.loads(progress.read_text()) if resume_from_checkpoint and progress.is_file() else {}
+        self._leg_start = time.time()
+        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
+        if not self._carried:
+            return output
+        metrics, steps = dict(output.metrics), self.state.global_step
+        leg_steps = max(steps - self._initial_global_step, 1)
+        leg_runtime = metrics["train_runtime"]
+        runtime = self._carried["runtime"] + leg_runtime
+        metrics["train_loss"] = (self._carried["loss_sum"] + self._total_loss_scalar) / max(steps, 1)
+        metrics["train_runtime"] = runtime
+        metrics["train_samples_per_second"] *= leg_runtime / runtime * steps / leg_steps
+        metrics["train_steps_per_second"] = steps / runtime
+        return TrainOutput(steps, metrics["train_loss"], metrics)
+
+    def _save_checkpoint(self, model, trial):
+        super()._save_checkpoint(model, trial)
+        if self.is_world_process_zero():
+            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
+            fsutil.write_json(folder / PROGRESS_FILE, {
+                "loss_sum": self._carried.get("loss_sum", 0.0) + self._total_loss_scalar + self._tr_loss.item(),
+                "runtime": self._carried.get("runtime", 0.0) + time.time() - self._leg_start,
+            })
+
+
+class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
+    """LengthGroupedSampler whose order in epoch e depends on (seed, e) alone (the Trainer calls set_epoch)."""
+
+    def __init__(self, batch_size: int, lengths: list[int], seed: int):
+        super().__init__(batch_size, lengths=lengths)
+        self.seed = seed
+        self.set_epoch(0)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.generator = torch.Generator().manual_seed(self.seed + epoch)
 
 
 def silence_libraries() -> None:
@@ -97,6 +165,18 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         raise UserError(f"train: {' '.join(str(exc).split())[:400]}") from None
 
 
+def inference_arguments(recipe: Recipe, out_dir: Path):
+    """TrainingArguments for scoring and predicting with a trained model: the recipe's eval batch size, the
+    defaults' pinning (none without a GPU, where it only warns)."""
+    from transformers import TrainingArguments
+
+    defaults = _defaults()
+    return TrainingArguments(
+        output_dir=str(out_dir), per_device_eval_batch_size=eval_batch_size(recipe), report_to="none",
+        dataloader_pin_memory=defaults["dataloader_pin_memory"],
+    )
+
+
 def eval_batch_size(recipe: Recipe) -> int:
     return int(recipe.train.get("per_device_eval_batch_size", EVAL_BATCH_SIZE))
 
@@ -106,7 +186,8 @@ def eval_batch_size(recipe: Recipe) -> int:
 
 @dataclass
 class Plan:
-    """A recipe checked against everything `train` can know before the model loads."""
+    """A recipe checked against everything `train` can know before it starts: data read and tokenized, model
+    loaded and tuned."""
 
     recipe: Recipe
     tuning: Tuning
@@ -116,36 +197,77 @@ class Plan:
     metric_names: list[str]
     args: Any  # TrainingArguments
     tokenizer: Any
+    features: dict[str, Any]
+    model: Any
+    trainable: dict[str, float]
+
+
+def check_output(recipe: Recipe, overwrite: bool, resume: bool | None, console=None) -> tuple[str, str | None]:
+    """What training does with output_dir (NEW, RESUME or REPLACE) and the checkpoint it resumes from; refuses
+    what `train` refuses, and a resume with a recipe that differs from the run's."""
+    out = Path(recipe.output_dir)
+    what = output_dir_plan(out, overwrite)
+    checkpoint = resume_point(out, what == RESUME, resume, lambda text: say(console, text))
+    if checkpoint:
+        check_same_recipe(out, recipe)
+    return what, checkpoint
 
 
 def prepare(recipe: Recipe) -> Plan:
-    """Check the recipe's tuning, data, labels, metrics, training arguments and tokenizer, cheapest first."""
+    """Every check `train` makes before its first step, cheapest first: tuning options, training arguments,
+    data, labels, metrics, tokenizer, max_length against the model's positions, features, the model with its
+    tuning, and the disk space a checkpoint needs."""
     silence_libraries()
     tuning = resolve(recipe)  # a misspelt option fails in a second, not after the data and the model have loaded
+    training_arguments(recipe, "loss")  # values and their combinations, before any data is read
     task = get_task(recipe.task)
     raw = load_raw(recipe)
     labels = task.labels(raw, recipe)
     metric_names = task.metric_names(recipe, labels)
     args = training_arguments(recipe, metric_names[0] if metric_names else None)
-    return Plan(recipe, tuning, task, raw, labels, metric_names, args, load_tokenizer(recipe))
+    tokenizer = load_tokenizer(recipe)
+    config = load_config(recipe, **labels.config_kwargs())
+    positions = max_positions(config)
+    if positions is not None and recipe.data.max_length > positions:
+        raise UserError(
+            f"data.max_length: {recipe.data.max_length} is more than the {positions} positions of {recipe.model.name}; "
+            f"set data.max_length={positions} or less"
+        )
+    features = {split: task.preprocess(ds, tokenizer, recipe, labels, training=(split == "train")) for split, ds in raw.items()}
+    from transformers import set_seed
+
+    set_seed(args.seed)  # the new task head's initial weights
+    model = tuning.apply(load_model(recipe, task.model_class, config=config, attention=recipe.model.attention))
+    check_free_space(Path(recipe.output_dir), 2 * checkpoint_bytes(model, tuning), "a checkpoint and the final model")
+    return Plan(recipe, tuning, task, raw, labels, metric_names, args, tokenizer, features, model,
+                count_trainable(model))
 
 
-def validate(recipe: Recipe) -> dict[str, Any]:
-    """`mha-ft validate`: the checks of `prepare`, and a few examples tokenized; a summary of what would train."""
+def checkpoint_bytes(model, tuning: Tuning) -> int:
+    """About what one checkpoint takes on disk: the saved weights (all for a whole model, else what trains) and
+    AdamW's two moments of every trained weight."""
+    trained = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    saved = sum(p.numel() * p.element_size() for p in model.parameters()) if tuning.ADAPTER_CONFIG is None else trained
+    return saved + 2 * trained
+
+
+def validate(recipe: Recipe, overwrite: bool = False, resume: bool | None = None) -> dict[str, Any]:
+    """`mha-ft validate`: the checks of `train` up to its first step (`check_output`, the folder's lock,
+    `prepare`), writing nothing; a summary of what would train."""
+    check_output(recipe, overwrite, resume)
+    RunLock(Path(recipe.output_dir)).check()
     plan = prepare(recipe)
-    train_split = plan.raw["train"]
-    sample = train_split.select(range(min(8, len(train_split))))
-    features = plan.task.preprocess(sample, plan.tokenizer, recipe, plan.labels, training=True)
     args, labels = plan.args, plan.labels
     return {
         "task": recipe.task,
         "model": f"{recipe.model.name} ({recipe.model.attention} attention, backend {recipe.model.backend})",
         "splits": ", ".join(f"{split} {len(ds):,}" for split, ds in plan.raw.items()),
         "labels": ", ".join(labels.names) if labels.names else (labels.problem_type or "spans"),
-        "tuning": recipe.tuning.method,
+        "tuning": f"{recipe.tuning.method}: {plan.trainable['trainable_params']:,} trainable parameters "
+                  f"({plan.trainable['trainable_percent']:.2f}%)",
         "metrics": ", ".join(plan.metric_names),
         "training": f"{args.num_train_epochs:g} epochs, batch {args.per_device_train_batch_size}, lr {args.learning_rate:g}",
-        "first example tokens": len(features[0]["input_ids"]),
+        "first example tokens": len(plan.features["train"][0]["input_ids"]),
         "output_dir": recipe.output_dir,
     }
 
@@ -153,27 +275,29 @@ def validate(recipe: Recipe) -> dict[str, Any]:
 def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, console=None) -> dict[str, float]:
     """Fine-tune as the recipe says; return the flat metrics also written to metrics.json."""
     from accelerate import PartialState
-    from transformers import set_seed
-    from transformers.trainer_callback import ProgressCallback
 
     out = Path(recipe.output_dir)
     state = PartialState()
-    main_console = console if state.is_main_process else None
-    with state.main_process_first():  # only the main process may clear a folder; the others look after it
-        found_unfinished = check_output_dir(out, overwrite and state.is_main_process)
-    checkpoint = resume_point(out, found_unfinished, resume, lambda text: say(main_console, text))
-    plan = prepare(recipe)
-    task, raw, labels, tokenizer, args = plan.task, plan.raw, plan.labels, plan.tokenizer, plan.args
-    features = {split: task.preprocess(ds, tokenizer, recipe, labels, training=(split == "train")) for split, ds in raw.items()}
+    with contextlib.ExitStack() as held:
+        with state.main_process_first():  # the main process locks and clears the folder; the others then look
+            if state.is_main_process:
+                output_dir_plan(out, overwrite)  # a file or an unwritable place, before the lock creates the folder
+                held.enter_context(RunLock(out))
+            what, checkpoint = check_output(recipe, overwrite, resume, console if state.is_main_process else None)
+            if what == REPLACE and state.is_main_process:
+                clear_output_dir(out)
+        plan = prepare(recipe)
+        return _train(plan, checkpoint, console)
 
-    set_seed(args.seed)
-    model = load_model(recipe, task.model_class, attention=recipe.model.attention, **labels.config_kwargs())
-    model = plan.tuning.apply(model)
-    trainable = count_trainable(model)
 
+def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
+    from transformers.trainer_callback import ProgressCallback
+
+    recipe, task, raw, labels, tokenizer, args = plan.recipe, plan.task, plan.raw, plan.labels, plan.tokenizer, plan.args
+    out, features, trainable = Path(recipe.output_dir), plan.features, plan.trainable
     guard = RunGuard()
     trainer = RunTrainer(
-        model=model,
+        model=plan.model,
         args=args,
         train_dataset=features["train"],
         eval_dataset=features["validation"],
@@ -181,24 +305,26 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
         callbacks=[guard, *plan.tuning.callbacks()],
-        optimizer_cls_and_kwargs=plan.tuning.optimizer(model, args),
+        optimizer_cls_and_kwargs=plan.tuning.optimizer(plan.model, args),
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(LogLines())
     main = trainer.is_world_process_zero()
     if main:
-        out.mkdir(parents=True, exist_ok=True)
         fsutil.write_text(out / RECIPE_FILE, recipe.to_yaml())
         say(console, f"[bold]{recipe.task}[/] · model {recipe.model.name} ({recipe.model.attention} attention) · "
             f"tuning {recipe.tuning.method}: {trainable['trainable_params']:,} trainable parameters "
             f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
             f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
+    needed = checkpoint_bytes(plan.model, plan.tuning)
     guard.install_interrupt_handler()
     try:
-        result = trainer.train(resume_from_checkpoint=checkpoint)
+        with _stop_on_write_error(out, needed):
+            result = trainer.train(resume_from_checkpoint=checkpoint)
     finally:
         guard.remove_interrupt_handler()
+        _close_progress_bars(trainer)
     _raise_if_stopped(guard, out)
 
     metrics: dict[str, float] = {f"train_{k.removeprefix('train_')}": v for k, v in result.metrics.items()}
@@ -211,12 +337,13 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
             )
             metrics |= split_metrics
     if main:
-        plan.tuning.save(trainer.model, out)
-        tokenizer.save_pretrained(out)
         from .reports import save_loss_curve_png
 
-        save_loss_curve_png(trainer.state.log_history, out / "loss_curve.png")
-        fsutil.write_json(out / "env.json", environment())
+        with _stop_on_write_error(out, needed):
+            plan.tuning.save(trainer.model, out)
+            tokenizer.save_pretrained(out)
+            save_loss_curve_png(trainer.state.log_history, out / "loss_curve.png")
+            fsutil.write_json(out / "env.json", environment())
         if not recipe.keep_checkpoints:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
@@ -225,113 +352,50 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
     return metrics
 
 
+def _close_progress_bars(trainer) -> None:
+    """A run stopped by an exception leaves its bar open (the Trainer closes it in on_train_end), and it would
+    print after the one line that says why the run stopped."""
+    for callback in trainer.callback_handler.callbacks:
+        for bar in ("training_bar", "prediction_bar"):
+            if getattr(callback, bar, None) is not None:
+                getattr(callback, bar).close()
+                setattr(callback, bar, None)
+
+
+@contextlib.contextmanager
+def _stop_on_write_error(out: Path, needed: int):
+    """A full disk or a folder that turned read-only stops the run with one line instead of a traceback."""
+    try:
+        yield
+    except OSError as exc:
+        if exc.errno not in WRITE_ERRORS:
+            raise
+        raise _write_failed(exc, out, needed) from None
+
+
+def _write_failed(exc: OSError, out: Path, needed: int) -> RunStopped:
+    """A checkpoint could not be written: remove what is left of it, keep the complete ones, say what it needs."""
+    for partial in out.glob("checkpoint-*"):
+        if partial.is_dir() and not (partial / COMPLETE_MARKER).is_file():
+            shutil.rmtree(partial, ignore_errors=True)
+    checkpoints = complete_checkpoints(out)
+    kept = f"the last complete checkpoint is {checkpoints[-1].name}" if checkpoints else "no complete checkpoint yet"
+    free = shutil.disk_usage(out).free
+    return RunStopped(
+        f"could not write to {out}: {exc.strerror or exc} ({exc.filename or 'a checkpoint'}); a checkpoint of this run "
+        f"needs about {size_text(needed)}, {size_text(free)} are free. The partial checkpoint was removed and "
+        f"{kept}: make room, then run the same command to resume", exit_code=1,
+    )
+
+
 def _raise_if_stopped(guard: RunGuard, out: Path) -> None:
     checkpoints = complete_checkpoints(out)
     kept = f"the last good checkpoint is {checkpoints[-1]}" if checkpoints else "no checkpoint was saved yet"
     if guard.diverged_at is not None:
-        step, loss = guard.diverged_at
+        step, loss, which = guard.diverged_at
         raise RunStopped(
-            f"training loss became {loss} at step {step}: stopped; {kept}. Lower train.learning_rate, set "
+            f"{which} loss became {loss} at step {step}: stopped; {kept}. Lower train.learning_rate, set "
             f"train.max_grad_norm, or check the labels, then train again with --overwrite", exit_code=1,
         )
     if guard.interrupted:
         raise RunStopped(f"interrupted: {kept}; run the same command again to resume", exit_code=130)
-
-
-# --------------------------------------------------------------------------- eval and predict on a saved model
-
-
-@dataclass
-class SavedModel:
-    """A trained model loaded for inference, with what evaluating and predicting on it need."""
-
-    recipe: Recipe
-    task: Task
-    labels: Labels
-    tokenizer: Any
-    model: Any
-
-
-def load_saved(recipe: Recipe, model_dir: str | Path, attention: str | None = None) -> SavedModel:
-    """The model in `model_dir` (a run folder or an export), with our attention when `attention` (default: the
-    recipe's) is `mha`."""
-    silence_libraries()
-    task = get_task(recipe.task)
-    tokenizer = load_tokenizer(recipe, str(model_dir))
-    model = use_attention(load_tuned_model(recipe, model_dir), attention or recipe.model.attention, recipe.model.backend)
-    return SavedModel(recipe, task, task.labels_from_config(model.config), tokenizer, model)
-
-
-def _inference_trainer(saved: SavedModel, out_dir: Path):
-    from transformers import TrainingArguments
-
-    defaults = _defaults()
-    args = TrainingArguments(
-        output_dir=str(out_dir), per_device_eval_batch_size=eval_batch_size(saved.recipe), report_to="none",
-        dataloader_pin_memory=defaults["dataloader_pin_memory"],
-    )
-    return RunTrainer(
-        model=saved.model, args=args, processing_class=saved.tokenizer,
-        data_collator=saved.task.collator(saved.tokenizer, saved.recipe),
-    )
-
-
-def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: str | None = None,
-                 split: str = "validation", file: str | None = None, overrides: list[str] | None = None,
-                 console=None) -> dict[str, float]:
-    """Score a finished run (or a model folder with a recipe) on a split of the recipe's data or on a file."""
-    if run:
-        recipe = load_run(run)
-        if overrides:
-            recipe = recipe_from_dict(
-                apply_overrides(recipe.model_dump(mode="json", exclude={"source"}), overrides), recipe.source
-            )
-        model_dir, out_dir = Path(run), Path(run)
-    elif model and recipe_name:
-        recipe = load_recipe(recipe_name, overrides)
-        model_dir, out_dir = Path(model), Path(recipe.output_dir)
-    else:
-        raise UserError("eval: give --run DIR, or --model DIR with --recipe R")
-    saved = load_saved(recipe, model_dir)
-    if file:
-        # validation.jsonl -> validation_*, eng.testb -> eng_testb_*: the name, less a data-format extension
-        path = Path(file)
-        name = path.stem if path.suffix.lower() in TABULAR else path.name
-        raw_split, prefix = read_inputs(file), name.replace(".", "_")
-    else:
-        raw_split, prefix = pick_split(load_raw(recipe), split), {"validation": "eval"}.get(split, split)
-    check_labels(saved, raw_split)
-    features = saved.task.preprocess(raw_split, saved.tokenizer, recipe, saved.labels, training=False)
-    trainer = _inference_trainer(saved, out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    metrics, report = saved.task.score(trainer, raw_split, features, saved.labels, recipe, out_dir, prefix)
-    fsutil.write_json(out_dir / f"{prefix}_metrics.json", metrics)
-    print_results(console, metrics, {prefix: report}, out_dir)
-    return metrics
-
-
-def pick_split(raw, split: str):
-    if split not in raw:
-        raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(raw)})")
-    return raw[split]
-
-
-def check_labels(saved: SavedModel, raw_split) -> None:
-    """The split must have gold labels, all from the label set the model was trained on."""
-    recipe, labels = saved.recipe, saved.labels
-    problem_type = "regression" if labels.problem_type == "regression" else recipe.data.problem_type
-    data = recipe.data.model_copy(update={"labels": labels.names, "problem_type": problem_type})
-    saved.task.labels({"train": raw_split}, recipe.model_copy(update={"data": data}))
-
-
-def predict(run: str, input_file: str, output_file: str, console=None) -> int:
-    """Write one JSON line per input example: the predicted label and the probabilities."""
-    recipe = load_run(run)
-    saved = load_saved(recipe, run)
-    raw = read_inputs(input_file)
-    features = saved.task.preprocess(raw, saved.tokenizer, recipe, saved.labels, training=False)
-    trainer = _inference_trainer(saved, Path(run))
-    rows = saved.task.predict(trainer, raw, features, saved.labels, recipe)
-    fsutil.write_jsonl(output_file, rows)
-    say(console, f"Wrote {len(rows):,} predictions to {output_file}")
-    return len(rows)

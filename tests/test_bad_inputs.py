@@ -7,13 +7,18 @@ that every entry is there).
 
 from __future__ import annotations
 
+import json
 import os
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import pytest
+import yaml
+
+from hf_mha.run_folder import COMPLETE_MARKER, LOCK_FILE
 
 sys.path.insert(0, str(Path(__file__).parent))
 from conftest import INTENT_EXAMPLES, write_jsonl  # noqa: E402
@@ -42,17 +47,48 @@ class Env:
         return ["train", "--recipe", "quickstart", f"model.name={self.model}",
                 *(f"data.files.{s}={p}" for s, p in self.files.items()), f"output_dir={self.out}", *overrides]
 
-    def write(self, name: str, text: str) -> Path:
+    def write(self, name: str, text: str | bytes) -> Path:
         path = self.tmp / name
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
         return path
+
+    def recipe(self, name: str, text: str | bytes) -> list[str]:
+        return ["train", "--recipe", str(self.write(name, text))]
+
+    def unfinished(self, name: str, lock_pid: int | None = None) -> Path:
+        """A run folder as a killed `train` leaves it: the finished run's recipe, one complete checkpoint, no
+        metrics.json, and (with lock_pid) the lock of a process that is still writing it."""
+        folder = self.tmp / name
+        (folder / "checkpoint-2").mkdir(parents=True, exist_ok=True)
+        (folder / "checkpoint-2" / COMPLETE_MARKER).write_text("")
+        recipe = yaml.safe_load((self.run / "recipe.yaml").read_text()) | {"output_dir": str(folder)}
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        if lock_pid is not None:
+            (folder / LOCK_FILE).write_text(json.dumps({"pid": lock_pid, "host": socket.gethostname(), "since": "now"}))
+        return folder
 
 
 HEADER_ONLY_CSV = "text,label\n"
 BROKEN_JSONL = '{"text": "a", "label": "x"}\n{oops\n'
 GREETING_ROW = '{"text": "hi", "label": "greeting"}\n'
 ONE_LABEL_ROW = '{"text": "hi", "label": "a"}\n'
+TWO_LABEL_ROWS = '{"text": "hi", "label": "a"}\n{"text": "yo", "label": "b"}\n'
+NULL_LABEL_ROWS = TWO_LABEL_ROWS + '{"text": "x", "label": null}\n'
+EMPTY_LABEL_ROWS = TWO_LABEL_ROWS + '{"text": "x", "label": ""}\n'
+INT_LABEL_CSV_WITH_EMPTY_CELL = "text,label\nhi,0\nyo,1\nhey,\nho,0\n"
+BLANK_TEXT_ROWS = '{"text": "", "label": "a"}\n{"text": " ", "label": "b"}\n'
+DUPLICATE_KEY_RECIPE = "task: text-classification\nmodel:\n  name: x\ntask: token-classification\n"
+ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+    f"{n}: &{n} [*{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}, *{p}]\n" for p, n in zip("abcdefg", "bcdefgh")
+)
+SQUAD_ROW = {"id": "q1", "title": "t", "context": "the cat sat on the mat", "question": "where did the cat sit?"}
+
+
+def squad_rows(start: int) -> str:
+    """Ten questions whose answer "the mat" is at character 15; any other start misses it."""
+    return "".join(json.dumps(SQUAD_ROW | {"id": f"q{i}", "answers": {"text": ["the mat"], "answer_start": [start]}}) + "\n"
+                   for i in range(10))
 
 CATALOGUE = [
     # --- recipe
@@ -85,6 +121,27 @@ CATALOGUE = [
          "data.validation_fraction: Input should be less than 1"),
     Case("sample-limit", "a sample limit of zero", lambda e: e.train("data.max_train_samples=0"),
          "data.max_train_samples: Input should be greater than 0"),
+    Case("learning-rate-zero", "a learning rate of 0", lambda e: e.train("train.learning_rate=0"),
+         "train.learning_rate must be > 0, got 0"),
+    Case("batch-size-zero", "a batch size of 0", lambda e: e.train("train.per_device_train_batch_size=0"),
+         "train.per_device_train_batch_size must be at least 1, got 0"),
+    Case("no-epochs-no-steps", "zero epochs and no max_steps", lambda e: e.train("train.num_train_epochs=0"),
+         "train.num_train_epochs must be > 0, or set train.max_steps > 0"),
+    Case("grad-norm-not-number", "max_grad_norm that is not a number", lambda e: e.train("train.max_grad_norm=big"),
+         "train.max_grad_norm must be float, got 'big'"),
+    Case("accumulation-zero", "gradient accumulation of 0 steps", lambda e: e.train("train.gradient_accumulation_steps=0"),
+         "train.gradient_accumulation_steps must be at least 1"),
+    Case("negative-seed", "a seed below 0", lambda e: e.train("train.seed=-1"), "train.seed must be between 0 and 2**32 - 1"),
+    Case("duplicate-key", "a recipe that sets one key twice", lambda e: e.recipe("dup.yaml", DUPLICATE_KEY_RECIPE),
+         "dup.yaml:4: key 'task' is given twice in one section (first at line 1)"),
+    Case("not-utf8", "a recipe file that is not UTF-8 text",
+         lambda e: e.recipe("latin1.yaml", "task: text-classification\nmodel:\n  name: caf\xe9\n".encode("latin-1")),
+         "latin1.yaml: not UTF-8 text (invalid continuation byte at byte 44)"),
+    Case("alias-bomb", "a recipe whose YAML aliases expand to billions of values",
+         lambda e: e.recipe("bomb.yaml", ALIAS_BOMB), "its YAML aliases expand to more than 100,000 values"),
+    Case("oversized-value", "a recipe value of megabytes, refused without echoing it",
+         lambda e: e.recipe("huge.yaml", "task: text-classification\nmodel:\n  name: " + "x" * 200_000 + "\n"),
+         "a value of 200,000 characters"),
     Case("invalid-yaml", "a recipe that is not valid YAML",
          lambda e: ["train", "--recipe", str(e.write("broken.yaml", "task: text-classification\nmodel:\n  name: [x\n"))],
          "not valid YAML"),
@@ -111,10 +168,28 @@ CATALOGUE = [
     Case("header-only-csv", "a CSV file with a header and no rows",
          lambda e: e.train(f"data.files.train={e.write('empty.csv', HEADER_ONLY_CSV)}"), "holds no examples"),
     Case("empty-jsonl", "an empty JSON lines file", lambda e: e.train(f"data.files.train={e.write('empty.jsonl', '')}"),
-         "data.files.train:"),
-    Case("malformed-json", "a JSON lines file with a broken line",
+         "holds no examples"),
+    Case("malformed-json", "a JSON lines file with a broken line, named by its line number",
          lambda e: e.train(f"data.files.train={e.write('bad.jsonl', BROKEN_JSONL)}"),
-         "cannot read"),
+         "bad.jsonl:2: not valid JSON"),
+    Case("null-label", "a row whose label is null",
+         lambda e: e.train(f"data.files.train={e.write('null.jsonl', NULL_LABEL_ROWS)}"),
+         "row 3 of the train split (text 'x') has no label"),
+    Case("empty-label", "a row whose label is an empty string",
+         lambda e: e.train(f"data.files.train={e.write('emptylabel.jsonl', EMPTY_LABEL_ROWS)}"),
+         "row 3 of the train split (text 'x') has no label"),
+    Case("empty-int-label-cell", "a CSV of integer labels with one cell left empty (no silent switch to regression)",
+         lambda e: e.train(f"data.files.train={e.write('cells.csv', INT_LABEL_CSV_WITH_EMPTY_CELL)}",
+                           "data.files.validation=null", "data.files.test=null", "data.validation_fraction=0.3"),
+         "has no label"),
+    Case("all-empty-texts", "a train split whose texts are all empty",
+         lambda e: e.train(f"data.files.train={e.write('blank.jsonl', BLANK_TEXT_ROWS)}"),
+         "empty"),
+    Case("qa-answer-offsets", "QA answers whose answer_start does not point at the answer text",
+         lambda e: ["train", "--recipe", "squad-full", f"model.name={e.model}", "data.dataset=null",
+                    f"data.files.train={e.write('squad.jsonl', squad_rows(3))}", f"data.files.validation={e.tmp / 'squad.jsonl'}",
+                    "data.max_length=64", "data.doc_stride=16", f"output_dir={e.out}"],
+         "10 of 10 answers in the train split are not where answer_start says (first: question 'q0'"),
     Case("missing-text-column", "a text column the data does not have", lambda e: e.train("data.text_columns=[body]"),
          "column 'body' not in the train data"),
     Case("missing-label-column", "a label column the data does not have", lambda e: e.train("data.label_column=intent"),
@@ -130,6 +205,8 @@ CATALOGUE = [
          lambda e: ["train", "--recipe", str(e.write("nodata.yaml", f"model:\n  name: {e.model}\noutput_dir: {e.out}\n"))],
          "give data.dataset (hub name) or data.files.train"),
     Case("no-train-split", "files without a train split", lambda e: e.train("data.files.train=null"), "no train split"),
+    Case("max-length-over-positions", "data.max_length beyond the model's position embeddings",
+         lambda e: e.train("data.max_length=4096"), "data.max_length: 4096 is more than the 128 positions"),
     Case("model-not-found", "a model folder or hub id that cannot be loaded",
          lambda e: e.train("model.name=/nonexistent/model"), "model.name: cannot load"),
     # --- run folder and CLI
@@ -137,6 +214,18 @@ CATALOGUE = [
          lambda e: ["train", "--recipe", str(e.run / "recipe.yaml")], "already holds a finished run"),
     Case("foreign-output-dir", "an output_dir that is some other folder",
          lambda e: e.train(f"output_dir={e.write('mine/notes.txt', 'keep me').parent}"), "is not an mha-ft run folder"),
+    Case("output-dir-is-file", "an output_dir that is an existing file",
+         lambda e: e.train(f"output_dir={e.write('taken.txt', 'keep me')}"), "is a file"),
+    Case("resume-other-recipe", "resuming an unfinished run with a recipe that changes the result",
+         lambda e: ["train", "--recipe", str(e.unfinished("unfinished-run") / "recipe.yaml"), "train.learning_rate=0.5",
+                    "train.seed=7"],
+         "holds an unfinished run of another recipe: train.learning_rate (0.0001 in the run, 0.5 now); train.seed (42 in the run, 7 now)"),
+    Case("locked-run", "training into a folder another live process is writing",
+         lambda e: ["train", "--recipe", str(e.unfinished("locked-run", lock_pid=os.getpid()) / "recipe.yaml")],
+         f"is being written by process {os.getpid()} on {socket.gethostname()}"),
+    Case("validate-locked-run", "validate of a folder another live process is writing (validate runs train's checks)",
+         lambda e: ["validate", "--recipe", str(e.unfinished("locked-run", lock_pid=os.getpid()) / "recipe.yaml")],
+         f"is being written by process {os.getpid()}"),
     Case("resume-without-checkpoint", "--resume with nothing to resume", lambda e: [*e.train(), "--resume"],
          "no complete checkpoint"),
     Case("eval-missing-run", "eval of a folder that is not a run", lambda e: ["eval", "--run", "/nonexistent/run"],
@@ -156,6 +245,15 @@ CATALOGUE = [
     Case("predict-missing-column", "predict input without the recipe's text column",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.write("in.csv", "body\nhello\n")), "--output", str(e.out / "p.jsonl")],
          "column 'text' not in"),
+    Case("predict-output-is-input", "predict with --output the same file as --input",
+         lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--output", str(e.files["test"])],
+         "test.jsonl is the --input file"),
+    Case("predict-output-folder", "predict with --output an existing folder",
+         lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--output", str(e.tmp)],
+         "is a folder"),
+    Case("predict-output-in-run", "predict writing over a file of the run",
+         lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--output", str(e.run / "predictions.jsonl")],
+         "write the predictions outside the run folder"),
     Case("cp-unknown", "copying a recipe that is not built in", lambda e: ["cp", "quickstrt", str(e.out)],
          "no built-in recipe 'quickstrt' (did you mean 'quickstart'?)"),
     Case("cp-existing", "copying over an existing file", lambda e: ["cp", "quickstart", str(e.write("exists.yaml", "x"))],

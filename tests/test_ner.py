@@ -225,7 +225,7 @@ def test_roberta_words_get_the_prefix_space(tmp_path):
     """A byte-level BPE sees a word at the start of a sentence as " John" only with add_prefix_space."""
     from transformers import RobertaTokenizerFast
 
-    from hf_mha.training import load_tokenizer
+    from hf_mha.models import load_tokenizer
 
     chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ.,"))
     merges = [("Ġ", "J"), ("ĠJ", "o"), ("h", "n"), ("ĠJo", "hn"), ("Ġ", "P"), ("ĠP", "a")]

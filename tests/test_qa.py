@@ -388,8 +388,10 @@ def test_validate_a_squad_file(qa_model_dir, tmp_path):
     from hf_mha_cli.main import app
 
     squad = write_squad(tmp_path / "squad.json")
+    # squad-full's max_length (384) is more than the tiny model's 128 positions: validate refuses that, as train must.
     result = CliRunner().invoke(app, ["validate", "--recipe", "squad-full", f"model.name={qa_model_dir}",
-                                      f"data.files.train={squad}", "data.validation_group=title"])
+                                      f"data.files.train={squad}", "data.validation_group=title",
+                                      "data.max_length=128", "data.doc_stride=32", f"output_dir={tmp_path / 'run'}"])
     assert result.exit_code == 0, result.output
     assert "labels: spans" in result.output and "train 18" in result.output
 

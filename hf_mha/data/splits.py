@@ -12,7 +12,7 @@ from datasets import Dataset, DatasetDict
 from ..errors import UserError
 from ..recipe import DataSection, Recipe
 from .columns import require_columns
-from .files import read_file, resolve_data_path, short_reason
+from .files import read_file, data_file, short_reason
 
 
 def load_hub(data: DataSection) -> DatasetDict:
@@ -38,7 +38,7 @@ def load_raw(recipe: Recipe) -> DatasetDict:
     data = recipe.data
     if data.files is not None and any(vars(data.files).values()):
         splits = {
-            split: read_file(resolve_data_path(path, recipe, f"data.files.{split}"), f"data.files.{split}")
+            split: read_file(data_file(path, f"data.files.{split}"), f"data.files.{split}")
             for split, path in vars(data.files).items()
             if path
         }
@@ -62,13 +62,35 @@ def load_raw(recipe: Recipe) -> DatasetDict:
                 raise UserError("data: one training example is too few to hold out a validation split; give data.files.validation")
             parts = raw["train"].train_test_split(test_size=data.validation_fraction, seed=seed)
             raw["train"], raw["validation"] = parts["train"], parts["test"]
-    for split, limit in (("train", data.max_train_samples), ("validation", data.max_eval_samples), ("test", data.max_eval_samples)):
-        if limit is not None and split in raw and len(raw[split]) > limit:
-            raw[split] = raw[split].select(range(limit))
-    for split, ds in raw.items():
-        if len(ds) == 0:
-            raise UserError(f"data: the {split} split is empty; check the file or the sample limits")
-    return raw
+    return DatasetDict({split: _limited(split, ds, data) for split, ds in raw.items()})
+
+
+def _limited(split: str, ds: Dataset, data: DataSection) -> Dataset:
+    """The split cut to its sample limit (max_train_samples for train, max_eval_samples otherwise)."""
+    limit = data.max_train_samples if split == "train" else data.max_eval_samples
+    if limit is not None and len(ds) > limit:
+        ds = ds.select(range(limit))
+    if len(ds) == 0:
+        raise UserError(f"data: the {split} split is empty; check the file or the sample limits")
+    return ds
+
+
+def load_split(recipe: Recipe, split: str) -> Dataset:
+    """One split of the recipe's data, for scoring a trained model. From local files only that split's file is
+    read, so a run folder stays usable for the splits whose files are still there; a validation split that was
+    held out of train needs the train file, and a hub dataset is loaded whole."""
+    files = recipe.data.files
+    given = {name: path for name, path in vars(files).items() if path} if files is not None else {}
+    if split in given:
+        path = data_file(given[split], f"data.files.{split}")
+        return _limited(split, read_file(path, f"data.files.{split}"), recipe.data)
+    have = [*given, *([] if "validation" in given else ["validation"])] if given else None
+    if have is not None and split not in have:
+        raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(have)})")
+    raw = load_raw(recipe)
+    if split not in raw:
+        raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(raw)})")
+    return raw[split]
 
 
 def split_by_group(ds: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

@@ -21,12 +21,15 @@ from transformers import AutoModelForQuestionAnswering
 
 from .. import fsutil
 from ..data import require_columns
-from ..errors import UserError
+from ..console import warn
+from ..errors import UserError, echo
 from ..recipe import DataSection, Recipe
 from ..reports import squad_report_text
 from .base import Labels, output_name, softmax
 
 METRICS = ("f1", "exact_match")
+#: The share of answers whose answer_start may miss their text before the data is refused.
+OFFSET_TOLERANCE = 0.01
 V2_METRICS = ("HasAns_exact", "HasAns_f1", "NoAns_exact", "NoAns_f1", "best_exact", "best_f1")
 
 
@@ -56,6 +59,30 @@ def answers_of(ds: Dataset, split: str) -> list[dict]:
             )
         rows.append({"text": texts, "answer_start": starts})
     return rows
+
+
+def check_answer_offsets(ds: Dataset, answers: list[dict], split: str) -> None:
+    """Each answer's text must stand in its context at answer_start. A few misses (hand-made data, an edited
+    context) are a warning, since they train on the wrong span; more than OFFSET_TOLERANCE of the answers mean
+    the offsets are not character offsets into these contexts, and the data is refused."""
+    wrong = total = 0
+    first = None
+    for example_id, context, gold in zip(question_ids(ds), ds["context"][:], answers):
+        for text, start in zip(gold["text"], gold["answer_start"]):
+            total += 1
+            found = context[start:start + len(text)] if start >= 0 else ""
+            if found != text:
+                wrong += 1
+                first = first or (example_id, text, start, found)
+    if not wrong:
+        return
+    example_id, text, start, found = first
+    message = (f"{wrong:,} of {total:,} answers in the {split} split are not where answer_start says (first: "
+               f"question {example_id!r}, answer {echo(text, 60)} at character {start}, where the context has "
+               f"{echo(found, 60)})")
+    if wrong > OFFSET_TOLERANCE * total:
+        raise UserError(f"data: {message}; answer_start is the answer's character offset in its context: fix the offsets")
+    warn(f"data: {message}; those answers train on the wrong span")
 
 
 def _has_unanswerable(ds: Dataset, split: str) -> bool:
@@ -176,7 +203,7 @@ class QuestionAnswering:
         """Spans have no label set; this checks the columns and settles SQuAD v1.1 vs v2.0 behaviour."""
         for split, ds in raw.items():  # every split is learned from or scored: all need answers
             require_columns(ds, ["question", "context", "answers"], split, "data (question answering)")
-            answers_of(ds, split)
+            check_answer_offsets(ds, answers_of(ds, split), split)
             ids = question_ids(ds)
             if len(set(ids)) != len(ids):
                 duplicate = next(i for i in ids if ids.count(i) > 1)

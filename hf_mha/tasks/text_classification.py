@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import numpy as np
@@ -10,7 +11,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 
 from .. import fsutil
 from ..data import require_columns
-from ..errors import UserError
+from ..errors import UserError, echo
 from ..recipe import Recipe
 from .base import Labels, output_name, softmax
 
@@ -30,6 +31,27 @@ def _column_labels(ds: Dataset, column: str) -> list:
 def _is_float_feature(ds: Dataset, column: str) -> bool:
     feature = ds.features[column]
     return isinstance(feature, Value) and feature.dtype.startswith("float")
+
+
+def _check_texts(ds: Dataset, columns: list[str], split: str) -> None:
+    for column in columns:
+        if not any(text is not None and str(text).strip() for text in ds[column][:]):
+            raise UserError(
+                f"data.text_columns: every text in column '{column}' of the {split} split is empty; "
+                "check data.text_columns names the column with the texts"
+            )
+
+
+def _check_labels_present(ds: Dataset, column: str, text_column: str, split: str) -> None:
+    """Every row has a label. An empty cell in a csv column of integers makes the whole column float with NaN,
+    which would otherwise read as a regression target: it is a missing label, said as one. The row's text is
+    named too, since a validation split carved from train has its own row numbers."""
+    for row, value in enumerate(ds[column][:], 1):
+        if value is None or (isinstance(value, float) and math.isnan(value)) or (isinstance(value, str) and not value.strip()):
+            raise UserError(
+                f"data.label_column: row {row} of the {split} split ({text_column} {echo(ds[row - 1][text_column], 60)}) "
+                "has no label (empty); fill it in or drop the row"
+            )
 
 
 # --------------------------------------------------------------------------- scores
@@ -56,8 +78,10 @@ class TextClassification:
         data = recipe.data
         for split, ds in raw.items():
             require_columns(ds, data.text_columns, split, "data.text_columns")
+            _check_texts(ds, data.text_columns, split)
             if split == "train" or data.label_column in ds.column_names:
                 require_columns(ds, [data.label_column], split, "data.label_column")
+                _check_labels_present(ds, data.label_column, data.text_columns[0], split)
         train = raw["train"]
         regression = data.problem_type == REGRESSION or (
             data.problem_type == "auto" and _is_float_feature(train, data.label_column)
