@@ -265,6 +265,8 @@ def heads(
         raise UserError("--out is where --prune writes the pruned run; add --prune FRACTION (e.g. --prune 0.5)")
     if prune is not None and not 0 < prune < 1:
         raise UserError(f"--prune must be a fraction of the heads in (0, 1), e.g. 0.5; got {prune}")
+    if max_samples is not None and max_samples < 1:
+        raise UserError(f"--max-samples must be 1 or more, got {max_samples}")
     if text is None and not importance and prune is None:
         raise UserError("heads: nothing to do; add --text \"...\" (attention maps), --importance, or --prune F --out DIR")
     heads_command(run, text, importance, split, file, max_samples, prune, out, console=console)

@@ -84,10 +84,8 @@ def importance(saved: SavedModel, split: str = "validation", file: str | None = 
     else:
         raw, source = load_split(recipe, split), split
     if max_samples is not None:
-        if max_samples < 1:
-            raise UserError(f"--max-samples must be 1 or more, got {max_samples}")
         raw = raw.select(range(min(max_samples, len(raw))))
-    check_labels(saved, raw)
+    check_labels(saved, raw, Path(file).name if file else split)
     # Training features: inputs and labels only (the loss needs labels; QA's eval features lack its positions).
     features = saved.task.preprocess(raw, saved.tokenizer, recipe, saved.labels, training=True)
     batches = DataLoader(features, batch_size=eval_batch_size(recipe), collate_fn=saved.task.collator(saved.tokenizer, recipe))
@@ -120,6 +118,17 @@ def save_importance(result: Importance, out: Path) -> tuple[Path, Path]:
     return out / IMPORTANCE_JSON, png
 
 
+def check_prunable(run: str | Path, out: str | Path) -> None:
+    """`--prune` writes a new folder and removes heads from full weights: checked before any model loads."""
+    check_new_folder(Path(out), "--out", "choose a new folder for the pruned run")
+    family = adapter_family(run)
+    if family is not None:
+        raise UserError(
+            f"--prune: {run} holds an adapter ({family.ADAPTER_CONFIG}), whose weights sit on top of the heads; prune "
+            "a full fine-tuning run (tuning.method: full), or export this one (mha-ft export) and fine-tune that"
+        )
+
+
 def prune_run(saved: SavedModel, scores: torch.Tensor, fraction: float, out: str | Path, run: str | Path) -> dict:
     """Write a copy of the run with `fraction` of its heads pruned (least important first) to `out`, a new run
     folder: the pruned model (config.hf_mha_pruned_heads), tokenizer, recipe (model.name and output_dir set to
@@ -128,13 +137,7 @@ def prune_run(saved: SavedModel, scores: torch.Tensor, fraction: float, out: str
     from .attention.pruning import kept_heads, prune_by_importance
 
     out = Path(out)
-    check_new_folder(out, "--out", "choose a new folder for the pruned run")
-    family = adapter_family(run)
-    if family is not None:
-        raise UserError(
-            f"--prune: {run} holds an adapter ({family.ADAPTER_CONFIG}), whose weights sit on top of the heads; prune "
-            "a full fine-tuning run (tuning.method: full), or export this one (mha-ft export) and fine-tune that"
-        )
+    check_prunable(run, out)
     model = saved.model
     params_before = sum(p.numel() for p in model.parameters())
     heads_before = sum(len(heads) for heads in kept_heads(model))
@@ -161,6 +164,9 @@ def prune_run(saved: SavedModel, scores: torch.Tensor, fraction: float, out: str
 def heads_command(run: str, text: str | None, want_importance: bool, split: str, file: str | None,
                   max_samples: int | None, prune: float | None, out: str | None, console=None) -> list[Path]:
     """What `mha-ft heads` does (the CLI has checked that the options go together); returns the files written."""
+    load_run(run)
+    if prune is not None:
+        check_prunable(run, out)
     saved = load_heads_model(run)
     folder = Path(run)
     written = []

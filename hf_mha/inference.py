@@ -77,11 +77,11 @@ def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: 
     else:
         raise UserError("eval: give --run DIR, or --model DIR with --recipe R")
     if file:
-        raw_split, prefix = read_inputs(file, "--file"), file_prefix(file)
+        raw_split, prefix, where = read_inputs(file, "--file"), file_prefix(file), Path(file).name
     else:
-        raw_split, prefix = load_split(recipe, split), {"validation": "eval"}.get(split, split)
+        raw_split, prefix, where = load_split(recipe, split), {"validation": "eval"}.get(split, split), split
     saved = load_saved(recipe, model_dir)
-    check_labels(saved, raw_split)
+    check_labels(saved, raw_split, where)
     features = saved.task.preprocess(raw_split, saved.tokenizer, recipe, saved.labels, training=False)
     trainer = _trainer(saved, out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -91,12 +91,13 @@ def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: 
     return metrics
 
 
-def check_labels(saved: SavedModel, raw_split) -> None:
-    """The split must have gold labels, all from the label set the model was trained on."""
+def check_labels(saved: SavedModel, raw_split, where: str) -> None:
+    """The split (named `where` in messages) must have gold labels, all from the label set the model was trained
+    on."""
     recipe, labels = saved.recipe, saved.labels
     problem_type = "regression" if labels.problem_type == "regression" else recipe.data.problem_type
     data = recipe.data.model_copy(update={"labels": labels.names, "problem_type": problem_type})
-    saved.task.labels({"train": raw_split}, recipe.model_copy(update={"data": data}))
+    saved.task.labels({where: raw_split}, recipe.model_copy(update={"data": data}))
 
 
 def check_output_file(output: str, input_file: str, run: str | Path) -> Path:

@@ -47,6 +47,12 @@ class Labels:
         return cls([id2label[i] for i in sorted(id2label)], problem_type)
 
 
+def reference_split(raw) -> str:
+    """The split that sets the label space and must carry labels: train when training; the one split being scored
+    when `eval` checks a split or a file against a trained model."""
+    return "train" if "train" in raw else next(iter(raw))
+
+
 class Task(Protocol):
     """What training, evaluation and prediction ask of a task."""
 
@@ -54,7 +60,8 @@ class Task(Protocol):
     """The `AutoModelFor...` class for the task head."""
 
     def labels(self, raw: DatasetDict, recipe: Recipe) -> Labels:
-        """Check the columns of every split and build the label space (raises UserError on bad data)."""
+        """Check the columns of every split and build the label space from `reference_split(raw)` (raises
+        UserError on bad data)."""
 
     def labels_from_config(self, config) -> Labels:
         """The same label space, read back from a saved model's config."""

@@ -25,7 +25,7 @@ from ..console import warn
 from ..errors import UserError, echo
 from ..recipe import DataSection, Recipe
 from ..reports import squad_report_text
-from .base import Labels, output_name, softmax
+from .base import Labels, output_name, reference_split, softmax
 
 METRICS = ("f1", "exact_match")
 #: The share of answers whose answer_start may miss their text before the data is refused.
@@ -209,7 +209,8 @@ class QuestionAnswering:
                 duplicate = next(i for i in ids if ids.count(i) > 1)
                 raise UserError(f"data: question id {duplicate!r} appears twice in the {split} split; ids must be unique")
         if recipe.data.version_2_with_negative is None:
-            recipe.data.version_2_with_negative = _has_unanswerable(raw["train"], "train")
+            reference = reference_split(raw)
+            recipe.data.version_2_with_negative = _has_unanswerable(raw[reference], reference)
         if not recipe.data.version_2_with_negative:
             for split, ds in raw.items():
                 if _has_unanswerable(ds, split):

@@ -13,7 +13,7 @@ from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, echo
 from ..recipe import Recipe
-from .base import Labels, output_name, softmax
+from .base import Labels, output_name, reference_split, softmax
 
 REGRESSION = "regression"
 
@@ -76,13 +76,14 @@ class TextClassification:
 
     def labels(self, raw: DatasetDict, recipe: Recipe) -> Labels:
         data = recipe.data
+        reference = reference_split(raw)
         for split, ds in raw.items():
             require_columns(ds, data.text_columns, split, "data.text_columns")
             _check_texts(ds, data.text_columns, split)
-            if split == "train" or data.label_column in ds.column_names:
+            if split == reference or data.label_column in ds.column_names:
                 require_columns(ds, [data.label_column], split, "data.label_column")
                 _check_labels_present(ds, data.label_column, data.text_columns[0], split)
-        train = raw["train"]
+        train = raw[reference]
         regression = data.problem_type == REGRESSION or (
             data.problem_type == "auto" and _is_float_feature(train, data.label_column)
         )

@@ -18,7 +18,7 @@ from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, did_you_mean
 from ..recipe import DataSection, Recipe
-from .base import Labels, output_name
+from .base import Labels, output_name, reference_split
 
 IGNORED = -100
 BASE_METRICS = ("f1", "precision", "recall", "accuracy")
@@ -191,8 +191,9 @@ class TokenClassification:
         if given:
             names = given
         else:
-            found = {tag for tags in tag_rows["train"] for tag in tags}
-            names = _class_names(raw["train"], data.tag_column) or []
+            reference = reference_split(raw)
+            found = {tag for tags in tag_rows[reference] for tag in tags}
+            names = _class_names(raw[reference], data.tag_column) or []
             names += [tag for tag in order_tags(found) if tag not in names]
         known = set(names)
         for split, rows in tag_rows.items():
