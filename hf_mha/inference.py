@@ -64,6 +64,7 @@ def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: 
                  split: str = "validation", file: str | None = None, overrides: list[str] | None = None,
                  console=None) -> dict[str, float]:
     """Score a finished run (or a model folder with a recipe) on a split of the recipe's data or on a file."""
+    silence_libraries()  # before the data is read: `datasets` draws a bar per file it reads
     if run:
         recipe = load_run(run)
         if overrides:
@@ -117,6 +118,7 @@ def check_output_file(output: str, input_file: str, run: str | Path) -> Path:
 
 def predict(run: str, input_file: str, output_file: str, console=None) -> int:
     """Write one JSON line per input example: the predicted label and the probabilities."""
+    silence_libraries()
     recipe = load_run(run)
     output = check_output_file(output_file, input_file, run)
     raw = read_inputs(input_file)

@@ -45,6 +45,7 @@ def test_readme_eval_from_another_working_directory(quickstart_run):
     relative = os.path.relpath(run, elsewhere)
     result = _cli(elsewhere, "eval", "--run", relative, "--split", "test")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "Generating" not in result.stderr and "pin_memory" not in result.stderr, result.stderr
     trained = json.loads((run / "metrics.json").read_text())
     rescored = json.loads((run / "test_metrics.json").read_text())
     assert rescored["test_accuracy"] == pytest.approx(trained["test_accuracy"], abs=1e-9)
@@ -57,6 +58,7 @@ def test_readme_predict_from_another_working_directory(quickstart_run):
     result = _cli(elsewhere, "predict", "--run", os.path.relpath(run, elsewhere), "--input", "new.jsonl",
                   "--output", "preds.jsonl")
     assert result.returncode == 0, result.stderr[-2000:]
+    assert "Generating" not in result.stderr and "pin_memory" not in result.stderr, result.stderr
     rows = [json.loads(line) for line in (elsewhere / "preds.jsonl").read_text().splitlines()]
     labels = json.loads((run / "config.json").read_text())["id2label"].values()
     assert len(rows) == 1 and rows[0]["predicted"] in labels
