@@ -92,6 +92,24 @@ def test_read_conll_ragged_line_is_one_clear_error(tmp_path):
         read_conll(path)
 
 
+@pytest.mark.parametrize("separator", ["\n", "\t\n", "  \n", "\t \t\n", "\r\n"], ids=["empty", "tab", "spaces", "mixed", "crlf"])
+def test_read_conll_any_whitespace_line_separates_sentences(tmp_path, separator):
+    newline = "\r\n" if separator == "\r\n" else "\n"
+    sentences = [["John\tB-PER", "Smith\tI-PER"], ["Paris\tB-LOC"], ["is\tO", "big\tO"]]
+    text = separator.join(newline.join(lines) + newline for lines in sentences)
+    path = tmp_path / "x.iob2"
+    path.write_bytes(text.encode())
+    ds = read_conll(path)
+    assert ds["tokens"] == [["John", "Smith"], ["Paris"], ["is", "big"]]
+    assert ds["ner_tags"] == [["B-PER", "I-PER"], ["B-LOC"], ["O", "O"]]
+
+
+def test_read_conll_empty_tag_names_file_and_line(tmp_path):
+    path = conll_file(tmp_path, "John\tB-PER\nSmith\t\n", "bad.iob2")
+    with pytest.raises(UserError, match=r"bad.iob2:2: column 2 is empty"):
+        read_conll(path)
+
+
 def test_read_conllu_uses_form_and_skips_comments(tmp_path):
     text = "# sent_id = 1\n1-2\tdu\t_\t_\t_\t_\t_\t_\t_\t_\n1\tde\tde\tADP\t_\t_\t2\tcase\t_\t_\n2\tle\tle\tDET\t_\t_\t0\troot\t_\t_\n"
     ds = read_conll(conll_file(tmp_path, text, "x.conllu"))

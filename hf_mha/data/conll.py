@@ -16,7 +16,7 @@ def read_conll(path: Path) -> Dataset:
     """A CoNLL column file as rows of `tokens`, `column_1`..`column_<n-2>` and `ner_tags` (the last column).
 
     One word per line, columns separated by whitespace (tabs when the line has any, so words may hold spaces),
-    a blank line between sentences. `-DOCSTART-` lines are document markers, not sentences. `.conllu` files
+    a blank (or whitespace-only) line between sentences. `-DOCSTART-` lines are document markers, not sentences. `.conllu` files
     take CoNLL-U's column names and skip comments, multiword-token ranges and empty nodes.
     """
     path = Path(path)
@@ -28,7 +28,9 @@ def read_conll(path: Path) -> Dataset:
         with open(path, encoding="utf-8") as lines:
             for number, line in enumerate(lines, 1):
                 line = line.rstrip("\r\n")
-                fields = line.split("\t") if "\t" in line else line.split()
+                # A line of only tabs or spaces separates sentences too (editors and converters leave them);
+                # split on tabs it would be a word "" with a tag "" that merges two sentences.
+                fields = (line.split("\t") if "\t" in line else line.split()) if line.strip() else []
                 if not fields or fields[0] == "-DOCSTART-":
                     if sentence:
                         sentences.append(sentence)
@@ -42,6 +44,12 @@ def read_conll(path: Path) -> Dataset:
                     raise UserError(
                         f"{path}:{number}: {len(fields)} columns but line {first_line} has {width}; every line of a "
                         "CoNLL file needs the same columns (word first, tag last), blank lines between sentences"
+                    )
+                if not all(field.strip() for field in fields):
+                    column = next(i for i, field in enumerate(fields, 1) if not field.strip())
+                    raise UserError(
+                        f"{path}:{number}: column {column} is empty; every line of a CoNLL file holds a word and its "
+                        "tags (tab or space separated), and only blank lines separate sentences"
                     )
                 sentence.append(fields)
     except UnicodeDecodeError as exc:
