@@ -143,8 +143,10 @@ def test_empty_dataset(tmp_path, tiny_model_dir):
 
 
 def test_validate_and_ls_and_cp(tmp_path, tiny_model_dir, intent_files):
+    # output_dir in tmp_path: the README has users run the quickstart (runs/quickstart here) before the tests.
     result = runner.invoke(app, ["validate", "--recipe", "quickstart", f"model.name={tiny_model_dir}",
-                                 *(f"data.files.{s}={p}" for s, p in intent_files.items())])
+                                 *(f"data.files.{s}={p}" for s, p in intent_files.items()),
+                                 f"output_dir={tmp_path / 'run'}"])
     assert result.exit_code == 0, result.output
     assert "Recipe is valid" in result.output and "labels: account, refund, status" in result.output
     result = runner.invoke(app, ["ls"])
