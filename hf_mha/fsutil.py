@@ -1,4 +1,4 @@
-"""Atomic file writes: a crash or Ctrl-C never leaves a half-written file behind."""
+"""Atomic file writes (a crash or Ctrl-C never leaves a half-written file behind), and where a command may write."""
 
 from __future__ import annotations
 
@@ -39,6 +39,16 @@ def write_jsonl(path: str | os.PathLike, rows) -> None:
     with atomic_path(path) as tmp, open(tmp, "w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False, default=str) + "\n")
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else its nearest ancestor that does: where a folder about to be made would go."""
+    return next(p for p in (path, *path.parents) if p.exists())
+
+
+def can_write_in(folder: Path) -> bool:
+    """Whether this process may create files in the existing folder `folder`."""
+    return folder.is_dir() and os.access(folder, os.W_OK | os.X_OK)
 
 
 def _umask() -> int:

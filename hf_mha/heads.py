@@ -20,6 +20,7 @@ from . import fsutil
 from .console import say
 from .errors import UserError
 from .models import stock_layout
+from .recipe import Recipe
 from .run_folder import FINISHED_MARKER, RECIPE_FILE, check_new_folder, load_run
 from .inference import SavedModel, check_labels, load_saved
 from .training import eval_batch_size
@@ -38,9 +39,10 @@ class Importance:
     rows: str  # what a row is: a layer, or (ALBERT) an attention module shared across layers
 
 
-def load_heads_model(run: str | Path) -> SavedModel:
-    """The run's model in eval mode with our attention swapped in, its recipe, task, labels and tokenizer."""
-    saved = load_saved(load_run(run), run, attention="mha")
+def load_heads_model(run: str | Path, recipe: Recipe | None = None) -> SavedModel:
+    """The run's model in eval mode with our attention swapped in, its recipe (read from the run unless given),
+    task, labels and tokenizer."""
+    saved = load_saved(recipe or load_run(run), run, attention="mha")
     saved.model.eval()
     return saved
 
@@ -164,10 +166,10 @@ def prune_run(saved: SavedModel, scores: torch.Tensor, fraction: float, out: str
 def heads_command(run: str, text: str | None, want_importance: bool, split: str, file: str | None,
                   max_samples: int | None, prune: float | None, out: str | None, console=None) -> list[Path]:
     """What `mha-ft heads` does (the CLI has checked that the options go together); returns the files written."""
-    load_run(run)
+    recipe = load_run(run)
     if prune is not None:
         check_prunable(run, out)
-    saved = load_heads_model(run)
+    saved = load_heads_model(run, recipe)
     folder = Path(run)
     written = []
     if text is not None:

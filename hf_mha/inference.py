@@ -3,7 +3,6 @@ predictions out. Reads only what it scores: `eval --split test` needs the test f
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -110,8 +109,8 @@ def check_output_file(output: str, input_file: str, run: str | Path) -> Path:
         raise UserError(f"--output: {output} is the --input file; write the predictions to another file")
     if path.exists() and path.resolve().is_relative_to(Path(run).resolve()):
         raise UserError(f"--output: {output} is a file of the run {run}; write the predictions outside the run folder")
-    parent = next(p for p in path.parents if p.exists())
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+    parent = fsutil.nearest_existing(path.parent)
+    if not fsutil.can_write_in(parent):
         raise UserError(f"--output: cannot write in {parent} (permission denied); choose another --output")
     return path
 

@@ -20,6 +20,7 @@ import yaml
 
 from .console import warn
 from .errors import UserError, echo
+from .fsutil import can_write_in, nearest_existing
 from .recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
@@ -51,8 +52,8 @@ def output_dir_plan(out: Path, overwrite: bool) -> str:
     and a place it cannot write. Looks only: `clear_output_dir` does the replacing."""
     if out.exists() and not out.is_dir():
         raise UserError(f"output_dir {out} is a file; choose a folder: output_dir=PATH")
-    ancestor = next(p for p in (out, *out.parents) if p.exists())
-    if not os.access(ancestor, os.W_OK | os.X_OK):
+    ancestor = nearest_existing(out)
+    if not can_write_in(ancestor):
         raise UserError(f"output_dir {out}: cannot write in {ancestor} (permission denied); choose another output_dir=PATH")
     if not out.exists() or not [p for p in out.iterdir() if p.name != LOCK_FILE]:
         return NEW
@@ -76,7 +77,7 @@ def clear_output_dir(out: Path) -> None:
 
 def check_free_space(out: Path, needed: int, what: str) -> None:
     """Refuse to start when the disk holding `out` has less free space than `needed` bytes for `what`."""
-    free = shutil.disk_usage(next(p for p in (out, *out.parents) if p.exists())).free
+    free = shutil.disk_usage(nearest_existing(out)).free
     if free < needed:
         raise UserError(
             f"output_dir {out}: {size_text(free)} free, but {what} needs about {size_text(needed)}; free some space or "

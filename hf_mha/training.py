@@ -51,7 +51,7 @@ WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.ERO
 
 
 class RunTrainer(Trainer):
-    """The Trainer, with two fixes:
+    """The Trainer, with three fixes:
 
     - transformers 5.23 groups evaluation batches by length too when `train_sampling_strategy` is
       `group_by_length`, so predictions come back out of example order (wrong rows in predictions files, and
@@ -200,6 +200,7 @@ class Plan:
     features: dict[str, Any]
     model: Any
     trainable: dict[str, float]
+    checkpoint_bytes: int  # about what one checkpoint takes on disk
 
 
 def check_output(recipe: Recipe, overwrite: bool, resume: bool | None, console=None) -> tuple[str, str | None]:
@@ -238,9 +239,10 @@ def prepare(recipe: Recipe) -> Plan:
 
     set_seed(args.seed)  # the new task head's initial weights
     model = tuning.apply(load_model(recipe, task.model_class, config=config, attention=recipe.model.attention))
-    check_free_space(Path(recipe.output_dir), 2 * checkpoint_bytes(model, tuning), "a checkpoint and the final model")
+    needed = checkpoint_bytes(model, tuning)
+    check_free_space(Path(recipe.output_dir), 2 * needed, "a checkpoint and the final model")
     return Plan(recipe, tuning, task, raw, labels, metric_names, args, tokenizer, features, model,
-                count_trainable(model))
+                count_trainable(model), needed)
 
 
 def checkpoint_bytes(model, tuning: Tuning) -> int:
@@ -317,7 +319,7 @@ def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
             f"tuning {recipe.tuning.method}: {trainable['trainable_params']:,} trainable parameters "
             f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
             f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
-    needed = checkpoint_bytes(plan.model, plan.tuning)
+    needed = plan.checkpoint_bytes
     guard.install_interrupt_handler()
     try:
         with _stop_on_write_error(out, needed):

@@ -84,12 +84,13 @@ def load_split(recipe: Recipe, split: str) -> Dataset:
     if split in given:
         path = data_file(given[split], f"data.files.{split}")
         return _limited(split, read_file(path, f"data.files.{split}"), recipe.data)
+    # Without its own file, a split is train's held-out validation part or one of a hub dataset's splits.
     have = [*given, *([] if "validation" in given else ["validation"])] if given else None
-    if have is not None and split not in have:
+    if have is None or split in have:
+        raw = load_raw(recipe)
+        have = list(raw)
+    if split not in have:
         raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(have)})")
-    raw = load_raw(recipe)
-    if split not in raw:
-        raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(raw)})")
     return raw[split]
 
 
