@@ -12,6 +12,7 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from hf_mha.errors import RunStopped, UserError
 
@@ -36,6 +37,9 @@ def _main_process_console() -> Console | None:
 
 RecipeOption = typer.Option(..., "--recipe", "-r", help="Recipe file or built-in recipe name (see `mha-ft ls`).")
 OverridesArgument = typer.Argument(None, help="Dotted overrides, e.g. train.learning_rate=3e-5 output_dir=runs/x")
+FormatOption = typer.Option(
+    "auto", "--format", help="Format of the file: auto (by extension), csv, tsv, json, jsonl, parquet, conll, squad.",
+)
 OverwriteOption = typer.Option(False, "--overwrite", help="Replace what output_dir holds (a finished or an unfinished run).")
 ResumeOption = typer.Option(
     None, "--resume/--no-resume",
@@ -67,6 +71,7 @@ def eval_(
     recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe for --model."),
     split: str = typer.Option("validation", "--split", help="Split of the recipe's data: train, validation, test."),
     file: Optional[str] = typer.Option(None, "--file", help="Score a labelled file instead of a split."),
+    file_format: str = FormatOption,
     overrides: Optional[list[str]] = OverridesArgument,
 ) -> None:
     """Score a run or a model on any split or labelled file; writes <split>_metrics.json and a report.
@@ -75,8 +80,8 @@ def eval_(
     """
     from hf_mha.inference import evaluate_run
 
-    evaluate_run(run=run, model=model, recipe_name=recipe, split=split, file=file, overrides=overrides,
-             console=_main_process_console())
+    evaluate_run(run=run, model=model, recipe_name=recipe, split=split, file=file, file_format=file_format,
+                 overrides=overrides, console=_main_process_console())
 
 
 @app.command()
@@ -84,6 +89,7 @@ def predict(
     run: str = typer.Option(..., "--run", help="A finished run folder."),
     input: str = typer.Option(..., "--input", "-i", help="csv / tsv / json / jsonl / parquet with the recipe's text columns."),
     output: str = typer.Option(..., "--output", "-o", help="Where to write one JSON line per input."),
+    input_format: str = FormatOption,
 ) -> None:
     """Predict labels (with probabilities) for new examples.
 
@@ -91,7 +97,7 @@ def predict(
     """
     from hf_mha.inference import predict as run_predict
 
-    run_predict(run, input, output, console=console)
+    run_predict(run, input, output, input_format, console=console)
 
 
 @app.command("ls")
@@ -100,16 +106,19 @@ def list_recipes() -> None:
 
     Example: mha-ft ls
     """
+    from rich import box
     from rich.table import Table
 
     from hf_mha.recipe import builtin_summaries
 
-    rows = builtin_summaries()
-    table = Table(title="Built-in recipes (use the name with --recipe, or `mha-ft cp NAME` to edit a copy)")
-    for column in rows[0]:
-        table.add_column(column)
-    for row in rows:
-        table.add_row(*row.values())
+    # Two columns, the second three short lines, so the table fits an 80-column terminal without cutting
+    # a recipe name or a path in the middle of a word.
+    table = Table("recipe", "what it trains", box=box.SIMPLE_HEAD, show_edge=False)
+    table.columns[0].no_wrap = True
+    for row in builtin_summaries():
+        method = "full fine-tuning" if row["tuning"] == "full" else row["tuning"]
+        table.add_row(f"[bold]{row['name']}[/]", f"{row['task']}, {method}\nmodel {row['model']}\ndata  {row['data']}")
+    console.print("Built-in recipes (--recipe NAME, or `mha-ft cp NAME FILE` to edit a copy):")
     console.print(table)
 
 
@@ -144,7 +153,7 @@ def validate(
 
     summary = validate_recipe(load_recipe(recipe, overrides), overwrite=overwrite, resume=resume)
     for key, value in summary.items():
-        console.print(f"[bold]{key}[/]: {value}")
+        console.print(f"[bold]{key}[/]: {escape(str(value))}")
     console.print("[green]Recipe is valid.[/]")
 
 
@@ -277,7 +286,7 @@ class WarningLines(logging.Handler):
 
     def emit(self, record: logging.LogRecord) -> None:
         if _main_process_console() is not None:
-            err_console.print(f"[yellow]warning:[/] {record.getMessage()}", soft_wrap=True)
+            err_console.print(f"[yellow]warning:[/] {escape(record.getMessage())}", soft_wrap=True)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -288,10 +297,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, prog_name="mha-ft")
     except UserError as exc:
-        err_console.print(f"[red]error:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[red]error:[/] {escape(str(exc))}", soft_wrap=True)  # messages hold [lists]: not markup
         sys.exit(2)
     except RunStopped as exc:
-        err_console.print(f"[red]stopped:[/] {exc}", soft_wrap=True)
+        err_console.print(f"[red]stopped:[/] {escape(str(exc))}", soft_wrap=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

@@ -86,7 +86,7 @@ def read_texts(path: Path, column: str) -> list[str]:
     kinds = "a csv, tsv, json, jsonl or parquet file"
     if not path.is_file():
         raise UserError(f"--lengths-from: file not found: {path}; give {kinds} (e.g. SST-2's train.tsv)")
-    if path.suffix.lower() not in TABULAR:  # read_file also knows CoNLL, which has no column of sentences
+    if path.suffix.lower()[1:] not in TABULAR:  # read_file also knows CoNLL, which has no column of sentences
         raise UserError(f"--lengths-from: {path} is not a table of texts; give {kinds}")
     quiet = datasets.are_progress_bars_disabled()
     datasets.disable_progress_bars()  # its bars would break into the bench's one-line status

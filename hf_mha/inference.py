@@ -55,13 +55,13 @@ def file_prefix(file: str) -> str:
     validation, eng.testb -> eng_testb), with `_file` added where it would be the prefix of a split that training
     scored (a file named test.jsonl must not replace the run's own test_* files)."""
     path = Path(file)
-    prefix = (path.stem if path.suffix.lower() in TABULAR else path.name).replace(".", "_")
+    prefix = (path.stem if path.suffix.lower()[1:] in TABULAR else path.name).replace(".", "_")
     return f"{prefix}_file" if prefix in SPLIT_PREFIXES else prefix
 
 
 def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: str | None = None,
-                 split: str = "validation", file: str | None = None, overrides: list[str] | None = None,
-                 console=None) -> dict[str, float]:
+                 split: str = "validation", file: str | None = None, file_format: str = "auto",
+                 overrides: list[str] | None = None, console=None) -> dict[str, float]:
     """Score a finished run (or a model folder with a recipe) on a split of the recipe's data or on a file."""
     silence_libraries()  # before the data is read: `datasets` draws a bar per file it reads
     if run:
@@ -77,7 +77,7 @@ def evaluate_run(run: str | None = None, model: str | None = None, recipe_name: 
     else:
         raise UserError("eval: give --run DIR, or --model DIR with --recipe R")
     if file:
-        raw_split, prefix, where = read_inputs(file, "--file"), file_prefix(file), Path(file).name
+        raw_split, prefix, where = read_inputs(file, "--file", file_format), file_prefix(file), Path(file).name
     else:
         raw_split, prefix, where = load_split(recipe, split), {"validation": "eval"}.get(split, split), split
     saved = load_saved(recipe, model_dir)
@@ -115,12 +115,12 @@ def check_output_file(output: str, input_file: str, run: str | Path) -> Path:
     return path
 
 
-def predict(run: str, input_file: str, output_file: str, console=None) -> int:
+def predict(run: str, input_file: str, output_file: str, input_format: str = "auto", console=None) -> int:
     """Write one JSON line per input example: the predicted label and the probabilities."""
     silence_libraries()
     recipe = load_run(run)
     output = check_output_file(output_file, input_file, run)
-    raw = read_inputs(input_file)
+    raw = read_inputs(input_file, "--input", input_format)
     saved = load_saved(recipe, run)
     features = saved.task.preprocess(raw, saved.tokenizer, recipe, saved.labels, training=False)
     rows = saved.task.predict(_trainer(saved, Path(run)), raw, features, saved.labels, recipe)

@@ -22,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from . import fsutil
 from .errors import UserError, did_you_mean, echo
 from .options import check_options, field_hints
+from .recipe_yaml import read_recipe_yaml
 
 TASKS = ("text-classification", "token-classification", "question-answering")
 EMBEDDED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
@@ -59,13 +60,22 @@ class FilesSection(Section):
 
 class DataSection(Section):
     dataset: str | None = None
-    """Hub dataset as `name` or `name/config` (e.g. `glue/sst2`); ignored when `files` is given."""
+    """Hub dataset as `name` or `name/config` (e.g. `glue/sst2`). Local `files` replace it (the run's recipe.yaml then
+    says null)."""
     config: str | None = None
     files: FilesSection | None = None
+    format: Literal["auto", "csv", "tsv", "json", "jsonl", "parquet", "conll", "squad"] = "auto"
+    """Format of data.files. auto: by extension (.csv .tsv .json .jsonl .parquet; .conll .conllu .iob .bio .txt
+    and eng.train-style names are CoNLL; a .json in SQuAD's nested layout is squad)."""
+    header: bool = True
+    """csv/tsv: the first row names the columns. false: every row is data; name the columns in column_names."""
+    column_names: list[str] | None = None
+    """csv/tsv with `header: false`: one name per column, in file order (e.g. [sentence, label])."""
     text_columns: list[str] = Field(default_factory=lambda: ["text"])
     label_column: str = "label"
-    labels: list[str] | None = None
-    """The label set, in id order. Default: the sorted labels found in the training split."""
+    labels: list[str | int] | None = None
+    """The label set, in id order. Default: the sorted labels found in the training split (integer labels stay
+    integers)."""
     problem_type: Literal["auto", "single_label_classification", "regression"] = "auto"
     max_length: int = Field(128, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
@@ -109,6 +119,16 @@ class DataSection(Section):
         if not 1 <= len(value) <= 2:
             raise ValueError("give one text column, or two for sentence pairs")
         return value
+
+    @model_validator(mode="after")
+    def _names_for_headerless_files(self) -> "DataSection":
+        if not self.header and not self.column_names:
+            raise ValueError("data.header: false needs data.column_names, one name per column (e.g. [sentence, label])")
+        if self.column_names is not None and self.header:
+            raise ValueError("data.column_names names the columns of a file without a header row; set data.header=false")
+        if self.column_names is not None and len(set(self.column_names)) < len(self.column_names):
+            raise ValueError(f"data.column_names: a name is given twice in {self.column_names}")
+        return self
 
 
 class TuningSection(Section):
@@ -204,96 +224,6 @@ TRAIN_VALUE_RULES: dict[str, tuple[Callable[[Any], bool], str]] = {
 }
 
 
-# --------------------------------------------------------------------------- reading a recipe file
-
-#: A recipe is a few kilobytes; anything this large is not one, and is not echoed back.
-MAX_RECIPE_BYTES = 1 << 20
-#: Values a recipe file may expand to through YAML aliases (`*name`): far above any real recipe, far below a bomb.
-MAX_NODES = 100_000
-#: The longest single value: paths, names and numbers are short.
-MAX_VALUE_CHARS = 10_000
-
-
-class _RecipeLoader(yaml.SafeLoader):
-    """yaml.safe_load, except that a key given twice in one mapping is an error (PyYAML keeps the last)."""
-
-    def construct_mapping(self, node, deep=False):
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if key in seen:
-                raise _DuplicateKey(key, seen[key], line)
-            seen[key] = line
-        return super().construct_mapping(node, deep)
-
-
-class _DuplicateKey(Exception):
-    def __init__(self, key, first: int, second: int):
-        self.key, self.first, self.second = key, first, second
-
-
-def _expanded_size(root: yaml.Node, path: Path) -> None:
-    """Refuse a document whose aliases expand it past MAX_NODES values, or with an oversized value; counted on
-    the node graph, which shares aliased nodes, so a bomb is caught before anything is built from it."""
-    sizes: dict[int, int] = {}
-
-    def size(node: yaml.Node) -> int:
-        if id(node) in sizes:
-            return sizes[id(node)]
-        if isinstance(node, yaml.ScalarNode):
-            if len(node.value) > MAX_VALUE_CHARS:
-                raise UserError(
-                    f"{path}:{node.start_mark.line + 1}: a value of {len(node.value):,} characters; recipe values "
-                    f"are paths, names and numbers (at most {MAX_VALUE_CHARS:,} characters)"
-                )
-            total = 1
-        else:
-            children = node.value if isinstance(node, yaml.SequenceNode) else [n for pair in node.value for n in pair]
-            sizes[id(node)] = 1  # a node that contains itself counts once
-            total = 1 + sum(size(child) for child in children)
-        if total > MAX_NODES:
-            raise UserError(
-                f"{path}: its YAML aliases expand to more than {MAX_NODES:,} values; a recipe is a few sections "
-                "of settings: write the values out"
-            )
-        sizes[id(node)] = total
-        return total
-
-    size(root)
-
-
-def read_recipe_yaml(path: Path) -> Any:
-    """The YAML document in `path`, read as recipes are: UTF-8, no duplicate keys, no alias bombs."""
-    size = path.stat().st_size
-    if size > MAX_RECIPE_BYTES:
-        raise UserError(f"{path}: {size:,} bytes is not a recipe (recipes are a few KB); check the --recipe path")
-    try:
-        text = path.read_bytes().decode("utf-8")
-    except UnicodeDecodeError as exc:
-        raise UserError(f"{path}: not UTF-8 text ({exc.reason} at byte {exc.start}); save the recipe as UTF-8") from None
-    loader = _RecipeLoader(text)
-    try:
-        root = loader.get_single_node()
-        if root is None:
-            return {}
-        _expanded_size(root, path)
-        return loader.construct_document(root)
-    except _DuplicateKey as dup:
-        raise UserError(
-            f"{path}:{dup.second}: key '{dup.key}' is given twice in one section (first at line {dup.first}); "
-            "keep one of them"
-        ) from None
-    except RecursionError:
-        raise UserError(f"{path}: nested too deeply to be a recipe; a recipe is a few sections of settings") from None
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
-        where = f"{path}:{mark.line + 1}" if mark else str(path)
-        raise UserError(f"{where}: not valid YAML ({getattr(exc, 'problem', exc)}); check indentation and quoting") from None
-    finally:
-        loader.dispose()
-
-
 # --------------------------------------------------------------------------- loading, overrides, errors
 
 
@@ -361,6 +291,9 @@ def recipe_from_dict(raw: dict[str, Any], source: str | None = None) -> Recipe:
         raise UserError(_first_error(exc, source)) from None
     recipe.source = source
     _absolute_paths(recipe)
+    if recipe.data.files is not None and any(vars(recipe.data.files).values()):
+        # Local files replace the hub dataset (load_raw reads only them): the run's recipe.yaml says so.
+        recipe.data.dataset = recipe.data.config = None
     return recipe
 
 
@@ -412,15 +345,17 @@ def _section_fields(path: list[str]) -> list[str]:
 
 
 def builtin_summaries() -> list[dict[str, str]]:
-    """One row per built-in recipe for `mha-ft ls`: name, task, model, tuning, data."""
+    """One row per built-in recipe for `mha-ft ls`: name, task, model, tuning, data (packaged files relative to
+    the recipes folder, so the row stays short)."""
     rows = []
     for name, path in sorted(builtin_recipes().items()):
         recipe = load_recipe(str(path))
         data = recipe.data
-        files = {split: path for split, path in vars(data.files or FilesSection()).items() if path}
+        files = [Path(p) for p in vars(data.files or FilesSection()).values() if p]
+        shown = [str(f.relative_to(path.parent)) if f.is_relative_to(path.parent) else str(f) for f in files]
         rows.append({
             "name": name, "task": recipe.task, "model": recipe.model.name, "tuning": recipe.tuning.method,
-            "data": ", ".join(f"{split}: {path}" for split, path in files.items()) or data.dataset or "",
+            "data": f"files {', '.join(shown)}" if shown else f"{data.dataset} (hub)" if data.dataset else "",
         })
     return rows
 

@@ -17,6 +17,7 @@ import errno
 import json
 import shutil
 import time
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -29,8 +30,9 @@ from transformers.trainer_utils import TrainOutput, has_length
 
 from . import fsutil
 from .callbacks import LogLines, RunGuard
-from .console import print_results, say
+from .console import print_results, say, warn
 from .data import load_raw
+from .data_report import SplitReport, data_warnings, split_reports
 from .env import environment
 from .errors import RunStopped, UserError
 from .models import load_config, load_model, load_tokenizer, max_positions
@@ -123,6 +125,9 @@ def silence_libraries() -> None:
     datasets.disable_progress_bars()  # one progress bar: the Trainer's
     transformers.logging.disable_progress_bar()  # (loading and writing weights draw their own)
     transformers.logging.set_verbosity_error()
+    # peft 0.21 reads PreTrainedModel.is_gradient_checkpointing, deprecated in transformers 5: nothing a user
+    # can change, printed on every PEFT run.
+    warnings.filterwarnings("ignore", message=r"`is_gradient_checkpointing` is deprecated", category=FutureWarning)
 
 
 # --------------------------------------------------------------------------- training arguments
@@ -201,6 +206,7 @@ class Plan:
     model: Any
     trainable: dict[str, float]
     checkpoint_bytes: int  # about what one checkpoint takes on disk
+    data_reports: list[SplitReport]  # per split: examples, label counts, share over max_length
 
 
 def check_output(recipe: Recipe, overwrite: bool, resume: bool | None, console=None) -> tuple[str, str | None]:
@@ -234,6 +240,9 @@ def prepare(recipe: Recipe) -> Plan:
             f"data.max_length: {recipe.data.max_length} is more than the {positions} positions of {recipe.model.name}; "
             f"set data.max_length={positions} or less"
         )
+    reports = split_reports(recipe, task, raw, tokenizer)
+    for warning in data_warnings(recipe, raw, reports, tuning):
+        warn(warning)
     features = {split: task.preprocess(ds, tokenizer, recipe, labels, training=(split == "train")) for split, ds in raw.items()}
     from transformers import set_seed
 
@@ -242,7 +251,7 @@ def prepare(recipe: Recipe) -> Plan:
     needed = checkpoint_bytes(model, tuning)
     check_free_space(Path(recipe.output_dir), 2 * needed, "a checkpoint and the final model")
     return Plan(recipe, tuning, task, raw, labels, metric_names, args, tokenizer, features, model,
-                count_trainable(model), needed)
+                count_trainable(model), needed, reports)
 
 
 def checkpoint_bytes(model, tuning: Tuning) -> int:
@@ -263,8 +272,8 @@ def validate(recipe: Recipe, overwrite: bool = False, resume: bool | None = None
     return {
         "task": recipe.task,
         "model": f"{recipe.model.name} ({recipe.model.attention} attention, backend {recipe.model.backend})",
-        "splits": ", ".join(f"{split} {len(ds):,}" for split, ds in plan.raw.items()),
-        "labels": ", ".join(labels.names) if labels.names else (labels.problem_type or "spans"),
+        **{report.split: report.line(recipe.data.max_length) for report in plan.data_reports},
+        "labels": ", ".join(map(str, labels.names)) if labels.names else (labels.problem_type or "spans"),
         "tuning": f"{recipe.tuning.method}: {plan.trainable['trainable_params']:,} trainable parameters "
                   f"({plan.trainable['trainable_percent']:.2f}%)",
         "metrics": ", ".join(plan.metric_names),

@@ -83,7 +83,7 @@ def test_empty_file(tmp_path):
 def test_unknown_extension(tmp_path):
     path = tmp_path / "data.xlsx"
     path.write_text("x")
-    with pytest.raises(UserError, match=r"unknown file type '.xlsx'"):
+    with pytest.raises(UserError, match=r"cannot tell the format of .*data.xlsx from '.xlsx'; name it with data.format=csv"):
         load_raw(_recipe(tmp_path, files={"train": str(path)}))
 
 

@@ -38,7 +38,7 @@ def load_raw(recipe: Recipe) -> DatasetDict:
     data = recipe.data
     if data.files is not None and any(vars(data.files).values()):
         splits = {
-            split: read_file(data_file(path, f"data.files.{split}"), f"data.files.{split}")
+            split: read_file(data_file(path, f"data.files.{split}"), f"data.files.{split}", data)
             for split, path in vars(data.files).items()
             if path
         }
@@ -83,7 +83,7 @@ def load_split(recipe: Recipe, split: str) -> Dataset:
     given = {name: path for name, path in vars(files).items() if path} if files is not None else {}
     if split in given:
         path = data_file(given[split], f"data.files.{split}")
-        return _limited(split, read_file(path, f"data.files.{split}"), recipe.data)
+        return _limited(split, read_file(path, f"data.files.{split}", recipe.data), recipe.data)
     # Without its own file, a split is train's held-out validation part or one of a hub dataset's splits.
     have = [*given, *([] if "validation" in given else ["validation"])] if given else None
     if have is None or split in have:

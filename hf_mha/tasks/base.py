@@ -7,6 +7,7 @@ features, scores, then the task class. A new task is one new module registered i
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -70,6 +71,13 @@ class Task(Protocol):
         """Tokenized features. Evaluation features may keep extra columns (offsets, word or example ids); the
         Trainer drops what the model does not take."""
 
+    def label_counts(self, ds: Dataset, recipe: Recipe) -> dict | None:
+        """How often each label (class, tag, or answered/unanswerable) occurs in a split; None without labels."""
+
+    def token_counts(self, ds: Dataset, tokenizer, recipe: Recipe) -> list[int] | None:
+        """Each example's length in tokens before truncation, for the truncation share `validate` reports; None
+        when long inputs are split into windows rather than cut."""
+
     def collator(self, tokenizer, recipe: Recipe) -> Callable:
         """The data collator (dynamic padding)."""
 
@@ -86,6 +94,11 @@ class Task(Protocol):
 
     def predict(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe) -> list[dict]:
         """One JSON row per input example."""
+
+
+def count_labels(values) -> dict:
+    """How often each value occurs, most frequent first (ties by name), for the per-split label counts."""
+    return dict(sorted(Counter(values).items(), key=lambda item: (-item[1], str(item[0]))))
 
 
 def output_name(prefix: str, name: str) -> str:

@@ -223,6 +223,15 @@ class QuestionAnswering:
     def labels_from_config(self, config) -> Labels:
         return Labels(None)
 
+    def label_counts(self, ds: Dataset, recipe: Recipe) -> dict | None:
+        if "answers" not in ds.column_names:
+            return None
+        answered = sum(bool(a["text"]) for a in answers_of(ds, "input"))
+        return {"answered": answered, "unanswerable": len(ds) - answered}
+
+    def token_counts(self, ds: Dataset, tokenizer, recipe: Recipe) -> None:
+        return None  # a long context is cut into doc_stride windows, not truncated
+
     def preprocess(self, ds: Dataset, tokenizer, recipe: Recipe, labels: Labels, training: bool) -> Dataset:
         data = recipe.data
         # Question first, context second, except for tokenizers that pad on the left (XLNet-style).

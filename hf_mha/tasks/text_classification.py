@@ -13,7 +13,7 @@ from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, echo
 from ..recipe import Recipe
-from .base import Labels, output_name, reference_split, softmax
+from .base import Labels, count_labels, output_name, reference_split, softmax
 
 REGRESSION = "regression"
 
@@ -95,8 +95,11 @@ class TextClassification:
             names = list(train.features[data.label_column].names)
         else:
             found = set(_column_labels(train, data.label_column))
-            names = [str(v) for v in sorted(found, key=lambda v: (isinstance(v, str), v))]
-        known = set(names)
+            # Integer labels stay integers (id2label, predictions and reports show 0/1, not "0"/"1").
+            names = sorted(found, key=lambda v: (isinstance(v, str), v))
+        if len({str(name) for name in names}) < len(names):
+            raise UserError(f"data.label_column: labels {names} differ only in type (1 and \"1\"); use one type in every split")
+        known = {str(name) for name in names}
         for split, ds in raw.items():
             if data.label_column not in ds.column_names:
                 continue
@@ -118,7 +121,7 @@ class TextClassification:
         columns = data.text_columns
         require_columns(ds, columns, "input", "data.text_columns")
         has_labels = data.label_column in ds.column_names
-        label2id = {name: i for i, name in enumerate(labels.names or [])}
+        label2id = {str(name): i for i, name in enumerate(labels.names or [])}  # 1 and "1" are one label
 
         def encode(batch):
             texts = [[str(t) if t is not None else "" for t in batch[c]] for c in columns]
@@ -129,10 +132,20 @@ class TextClassification:
                     encoded["labels"] = [float(v) for v in values]
                 else:
                     names = ds.features[data.label_column].names if hasattr(ds.features[data.label_column], "names") else None
-                    encoded["labels"] = [label2id[names[v] if names else str(v)] for v in values]
+                    encoded["labels"] = [label2id[str(names[v]) if names else str(v)] for v in values]
             return encoded
 
         return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
+
+    def label_counts(self, ds: Dataset, recipe: Recipe) -> dict | None:
+        column = recipe.data.label_column
+        if column not in ds.column_names or _is_float_feature(ds, column) or recipe.data.problem_type == REGRESSION:
+            return None
+        return count_labels(_column_labels(ds, column))
+
+    def token_counts(self, ds: Dataset, tokenizer, recipe: Recipe) -> list[int]:
+        texts = [[str(t) if t is not None else "" for t in ds[c][:]] for c in recipe.data.text_columns]
+        return [len(ids) for ids in tokenizer(*texts, truncation=False, verbose=False)["input_ids"]]
 
     def collator(self, tokenizer, recipe: Recipe):
         return DataCollatorWithPadding(tokenizer)

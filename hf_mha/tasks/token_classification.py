@@ -18,7 +18,7 @@ from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, did_you_mean
 from ..recipe import DataSection, Recipe
-from .base import Labels, output_name, reference_split
+from .base import Labels, count_labels, output_name, reference_split
 
 IGNORED = -100
 BASE_METRICS = ("f1", "precision", "recall", "accuracy")
@@ -235,6 +235,16 @@ class TokenClassification:
             return encoded
 
         return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, desc="Tokenizing")
+
+    def label_counts(self, ds: Dataset, recipe: Recipe) -> dict | None:
+        if recipe.data.tag_column not in ds.column_names:
+            return None
+        names = _class_names(ds, recipe.data.tag_column) or (list(recipe.data.labels) if recipe.data.labels else None)
+        return count_labels(tag for tags in tags_of(ds, recipe.data, "input", names) for tag in tags)
+
+    def token_counts(self, ds: Dataset, tokenizer, recipe: Recipe) -> list[int]:
+        words = words_of(ds, recipe.data, "input")
+        return [len(ids) for ids in tokenizer(words, is_split_into_words=True, truncation=False, verbose=False)["input_ids"]]
 
     def collator(self, tokenizer, recipe: Recipe):
         return DataCollatorForTokenClassification(tokenizer)

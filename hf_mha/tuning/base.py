@@ -75,6 +75,10 @@ class Tuning:
         except (TypeError, ValueError) as exc:
             raise UserError(f"tuning ({self.method}): {str(exc).splitlines()[0]}") from None
 
+    def usual_learning_rate(self) -> float | None:
+        """The low end of the learning rates this method usually trains at; None where full fine-tuning's apply."""
+        return None
+
     def check(self) -> None:
         """Everything about the method that can be judged without a model: by default, that its config builds."""
         self.build_config()

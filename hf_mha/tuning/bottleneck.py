@@ -194,6 +194,10 @@ class BottleneckTuning(Tuning):
 
     config_class = BottleneckConfig
     ADAPTER_CONFIG = CONFIG_NAME
+
+    def usual_learning_rate(self) -> float:
+        return 1e-4  # Houlsby et al. and AdapterHub train adapters at 1e-4 to 1e-3
+
     ADAPTER_FILES = (CONFIG_NAME, WEIGHTS_NAME)
     LOAD_WITH = ("from hf_mha.tuning.bottleneck import load_bottleneck_adapters   # pip install mha-ft",
                  "load_bottleneck_adapters")

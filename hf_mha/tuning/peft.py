@@ -60,6 +60,10 @@ class PeftTuning(Tuning):
     def is_prompt_learning(self) -> bool:
         return issubclass(self.config_class, PromptLearningConfig)
 
+    def usual_learning_rate(self) -> float:
+        # Virtual tokens start from nothing and want ~1e-2; LoRA, IA3 and the other weight adapters ~1e-4 to 1e-3.
+        return 1e-3 if self.is_prompt_learning else 1e-4
+
     def unknown_option(self, key: str, hints: dict[str, Any]) -> str:
         if key in FullConfig.__dataclass_fields__:
             return f"an option of method full, not of {self.method}"
