@@ -77,6 +77,7 @@ TWO_LABEL_ROWS = '{"text": "hi", "label": "a"}\n{"text": "yo", "label": "b"}\n'
 NULL_LABEL_ROWS = TWO_LABEL_ROWS + '{"text": "x", "label": null}\n'
 EMPTY_LABEL_ROWS = TWO_LABEL_ROWS + '{"text": "x", "label": ""}\n'
 INT_LABEL_CSV_WITH_EMPTY_CELL = "text,label\nhi,0\nyo,1\nhey,\nho,0\n"
+HEADERLESS_TSV = "where is my parcel, it is three weeks late now\tstatus\nrefund me\trefund\nreset my password\taccount\n" * 2
 BLANK_TEXT_ROWS = '{"text": "", "label": "a"}\n{"text": " ", "label": "b"}\n'
 DUPLICATE_KEY_RECIPE = "task: text-classification\nmodel:\n  name: x\ntask: token-classification\n"
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -164,7 +165,19 @@ CATALOGUE = [
     Case("missing-file", "a data file that does not exist", lambda e: e.train("data.files.train=/nonexistent/train.csv"),
          "data.files.train: file not found"),
     Case("unknown-extension", "a data file of an unknown type", lambda e: e.train(f"data.files.train={e.write('d.xlsx', 'x')}"),
-         "unknown file type '.xlsx'"),
+         "cannot tell the format of"),
+    Case("unknown-format", "a data.format that is not one", lambda e: e.train("data.format=xlsx"),
+         "data.format: Input should be 'auto', 'csv', 'tsv', 'json', 'jsonl', 'parquet', 'conll' or 'squad'"),
+    Case("headerless-table", "a tsv without a header row, read as if it had one",
+         lambda e: e.train(f"data.files.train={e.write('nohead.tsv', HEADERLESS_TSV)}", "data.files.validation=null",
+                           "data.files.test=null"),
+         "the file seems to have no header row: read it with data.header=false data.column_names=[col1, col2]"),
+    Case("header-false-without-names", "data.header false without data.column_names", lambda e: e.train("data.header=false"),
+         "data.header: false needs data.column_names"),
+    Case("column-names-width", "data.column_names that do not name every column",
+         lambda e: e.train(f"data.files.train={e.write('nohead.tsv', HEADERLESS_TSV)}", "data.header=false",
+                           "data.column_names=[text]"),
+         "data.column_names: 1 name (text) but"),
     Case("header-only-csv", "a CSV file with a header and no rows",
          lambda e: e.train(f"data.files.train={e.write('empty.csv', HEADER_ONLY_CSV)}"), "holds no examples"),
     Case("empty-jsonl", "an empty JSON lines file", lambda e: e.train(f"data.files.train={e.write('empty.jsonl', '')}"),
@@ -249,6 +262,9 @@ CATALOGUE = [
     Case("predict-missing-column", "predict input without the recipe's text column",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.write("in.csv", "body\nhello\n")), "--output", str(e.out / "p.jsonl")],
          "column 'text' not in"),
+    Case("predict-unknown-format", "predict with a --format that is not one",
+         lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--format", "xml", "--output", str(e.out / "p.jsonl")],
+         "--format: unknown format 'xml'"),
     Case("predict-output-is-input", "predict with --output the same file as --input",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--output", str(e.files["test"])],
          "test.jsonl is the --input file"),

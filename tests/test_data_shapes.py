@@ -144,7 +144,7 @@ def test_a_header_that_looks_like_data_hints_at_header_false(tmp_path, int_label
 def test_column_names_must_name_every_column(tmp_path, int_label_rows):
     train = headerless_tsv(tmp_path / "train.tsv", int_label_rows)
     recipe = load_recipe("sst2-full", [f"data.files.train={train}", "data.header=false", "data.column_names=[sentence]"])
-    with pytest.raises(UserError, match=r"data.column_names: 1 names \(sentence\) but .*train.tsv:1 has 2 columns"):
+    with pytest.raises(UserError, match=r"data.column_names: 1 name \(sentence\) but .*train.tsv:1 has 2 columns"):
         read_file(train, "data.files.train", recipe.data)
 
 

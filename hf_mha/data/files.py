@@ -88,7 +88,8 @@ def _check_width(path: Path, form: str, names: list[str], kwargs: dict) -> None:
     width = len(first.rstrip("\r\n").split("\t")) if form == "tsv" else len(next(csv.reader([first])))
     if width != len(names):
         raise UserError(
-            f"data.column_names: {len(names)} names ({', '.join(names)}) but {path}:1 has {width} columns; "
+            f"data.column_names: {len(names)} name{'s' * (len(names) != 1)} ({', '.join(names)}) but {path}:1 has "
+            f"{width} columns; "
             "give one name per column"
         )
 
