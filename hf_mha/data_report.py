@@ -35,7 +35,7 @@ class SplitReport:
         if self.label_counts:
             shown = list(self.label_counts.items())[:SHOWN_LABELS]
             rest = len(self.label_counts) - len(shown)
-            parts.append("labels " + ", ".join(f"{label} {count:,}" for label, count in shown)
+            parts.append("labels " + ", ".join(f"{label}: {count:,}" for label, count in shown)
                          + (f", … {rest} more" if rest else ""))
         if self.truncated is not None:
             sample = "" if self.measured == self.examples else f" (of {self.measured:,} sampled)"
@@ -46,7 +46,7 @@ class SplitReport:
 def split_reports(recipe: Recipe, task, raw, tokenizer) -> list[SplitReport]:
     reports = []
     for split, ds in raw.items():
-        step = max(1, len(ds) // SAMPLE)
+        step = -(-len(ds) // SAMPLE)  # ceil: at most SAMPLE examples
         sample = ds.select(range(0, len(ds), step)) if step > 1 else ds  # evenly spread, the same every time
         lengths = task.token_counts(sample, tokenizer, recipe)
         truncated = None if lengths is None else sum(n > recipe.data.max_length for n in lengths)

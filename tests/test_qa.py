@@ -393,7 +393,7 @@ def test_validate_a_squad_file(qa_model_dir, tmp_path):
                                       f"data.files.train={squad}", "data.validation_group=title",
                                       "data.max_length=128", "data.doc_stride=32", f"output_dir={tmp_path / 'run'}"])
     assert result.exit_code == 0, result.output
-    assert "labels: spans" in result.output and "train: 18 examples; labels answered 18, unanswerable 0" in result.output
+    assert "labels: spans" in result.output and "train: 18 examples; labels answered: 18, unanswerable: 0" in result.output
 
 
 # --------------------------------------------------------------------------- real data (not in CI)
