@@ -15,10 +15,44 @@ import signal
 import threading
 from pathlib import Path
 
-from transformers import TrainerCallback
+from transformers import EarlyStoppingCallback, TrainerCallback
 from transformers.trainer_callback import ProgressCallback
 
 from .run_folder import COMPLETE_MARKER
+
+#: What an early-stopped run writes into its folder: when it stopped and which checkpoint it kept.
+EARLY_STOPPING_FILE = "early_stopping.json"
+
+
+def early_stopping(recipe) -> list[TrainerCallback]:
+    """transformers' EarlyStoppingCallback when the recipe sets train.early_stopping_patience."""
+    options = recipe.train_options()
+    if not options.early_stopping_patience:
+        return []
+    return [EarlyStoppingCallback(options.early_stopping_patience, options.early_stopping_threshold)]
+
+
+def early_stopping_record(recipe, trainer) -> dict | None:
+    """Where an early-stopping run ended and which checkpoint it kept (the best, loaded at the end)."""
+    options = recipe.train_options()
+    if not options.early_stopping_patience:
+        return None
+    state, args = trainer.state, trainer.args
+    planned = args.max_steps if args.max_steps > 0 else state.max_steps
+    stopped = state.global_step < planned
+    best = Path(state.best_model_checkpoint).name if state.best_model_checkpoint else None
+    record = {
+        "stopped_early": stopped, "stopped_at_step": state.global_step, "stopped_at_epoch": round(state.epoch or 0, 4),
+        "planned_steps": planned, "planned_epochs": args.num_train_epochs,
+        "metric": args.metric_for_best_model, "best_metric": state.best_metric,
+        "best_step": getattr(state, "best_global_step", None), "best_checkpoint": best,
+        "patience": options.early_stopping_patience, "threshold": options.early_stopping_threshold,
+    }
+    when = (f"stopped early at epoch {record['stopped_at_epoch']:g} (step {state.global_step} of {planned})"
+            if stopped else f"ran all {planned} steps without stopping early")
+    score = f"{state.best_metric:.4f}" if state.best_metric is not None else "not measured"
+    record["summary"] = f"Early stopping: {when}; kept the best checkpoint {best} ({args.metric_for_best_model} {score})."
+    return record
 
 
 class RunGuard(TrainerCallback):

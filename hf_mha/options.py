@@ -6,7 +6,8 @@ is an error with a "did you mean" hint, and a value of the wrong type is an erro
 
 One conversion happens on the way: YAML 1.1 reads `2e-5` (no dot) as a string, and a quoted value stays one,
 so a string becomes the number, or ("true"/"false") the bool, a field asks for, and a number becomes the string
-a string-only field asks for. Nothing else is converted: "yes" is no bool.
+a string-only field asks for, and `false` becomes "no" where a field takes "no" (YAML 1.1 reads an unquoted
+`no` as false: `eval_strategy: no`). Nothing else is converted: "yes" is no bool.
 """
 
 from __future__ import annotations
@@ -81,6 +82,8 @@ def coerce(value: Any, hint: Any) -> Any:
             number = _number(value, kind)
             if number is not None and accepts(number, hint):
                 return number
+    elif value is False and accepts("no", hint):
+        return "no"  # YAML 1.1 reads an unquoted `no` (eval_strategy: no, save_strategy: no) as false
     elif isinstance(value, float) and value.is_integer() and accepts(int(value), hint):
         return int(value)
     elif isinstance(value, (int, float)) and not isinstance(value, bool) and accepts(str(value), hint):

@@ -142,6 +142,39 @@ class EvalSection(Section):
     """Default: the task's usual metrics (accuracy, f1, mcc for classification)."""
 
 
+class TrainOptions(Section):
+    """Keys under `train:` that mha-ft reads itself; every other key goes to TrainingArguments."""
+
+    early_stopping_patience: int | None = Field(None, ge=1)
+    """Stop after this many evaluations without improvement of the best metric (EarlyStoppingCallback)."""
+    early_stopping_threshold: float = Field(0.0, ge=0)
+    """The least change of the best metric that counts as an improvement."""
+    class_weights: Any = None
+    """Weighted cross-entropy: `balanced` (n / (k * count) per label; BCE pos_weight for multi-label) or a
+    weight per label name (others 1)."""
+    loss: Literal["cross_entropy", "focal"] = "cross_entropy"
+    focal_gamma: float = Field(2.0, ge=0)
+    """Focal loss's focusing parameter: (1 - p_true)^gamma scales each example's loss."""
+
+    @field_validator("class_weights")
+    @classmethod
+    def _balanced_or_weights(cls, value):
+        # Checked by hand: pydantic's errors for a Literal-or-dict union name the union branch, not the problem.
+        wanted = "balanced, or a weight > 0 per label, e.g. {positive: 5.0}"
+        if value is None or value == "balanced":
+            return value
+        if not isinstance(value, dict) or not value:
+            raise ValueError(f"give {wanted}")
+        for label, weight in value.items():
+            if isinstance(weight, bool) or not isinstance(weight, (int, float)) or not weight > 0:
+                raise ValueError(f"the weight of {label!r} must be a number > 0; give {wanted}")
+        return {label: float(weight) for label, weight in value.items()}
+
+
+#: The `train:` keys of TrainOptions, kept out of TrainingArguments.
+OWN_TRAIN_KEYS = tuple(TrainOptions.model_fields)
+
+
 class Recipe(Section):
     task: Literal["text-classification", "token-classification", "question-answering"] = "text-classification"
     model: ModelSection = Field(default_factory=ModelSection)
@@ -161,6 +194,9 @@ class Recipe(Section):
     def _training_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_training_arguments(value)
 
+    def train_options(self) -> TrainOptions:
+        return TrainOptions.model_validate({k: v for k, v in self.train.items() if k in OWN_TRAIN_KEYS})
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude={"source"}), sort_keys=False)
 
@@ -178,8 +214,17 @@ def training_argument_hints() -> dict[str, Any]:
 def _check_training_arguments(values: dict[str, Any]) -> dict[str, Any]:
     if "output_dir" in values:
         raise ValueError("train.output_dir: set the run folder with the top-level key output_dir")
+    own = {key: values[key] for key in values if key in OWN_TRAIN_KEYS}
+    try:
+        own = TrainOptions.model_validate(own).model_dump(include=set(own))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise ValueError(f"train.{'.'.join(map(str, error['loc']))}: {error['msg'].removeprefix('Value error, ')} "
+                         f"(got {echo(error.get('input'))})") from None
     hints = training_argument_hints()
-    checked = check_options(values, hints, "train", lambda key: f"unknown TrainingArguments key{did_you_mean(key, hints)}")
+    rest = {key: value for key, value in values.items() if key not in OWN_TRAIN_KEYS}
+    known = [*hints, *OWN_TRAIN_KEYS]
+    checked = check_options(rest, hints, "train", lambda key: f"unknown TrainingArguments key{did_you_mean(key, known)}")
     for key, (holds, wanted) in TRAIN_VALUE_RULES.items():
         value = checked.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not holds(value):
@@ -187,7 +232,7 @@ def _check_training_arguments(values: dict[str, Any]) -> dict[str, Any]:
     epochs, steps = checked.get("num_train_epochs", 1), checked.get("max_steps", -1)
     if isinstance(epochs, (int, float)) and epochs <= 0 and not (isinstance(steps, int) and steps > 0):
         raise ValueError("train.num_train_epochs must be > 0, or set train.max_steps > 0 to train for that many steps")
-    return checked
+    return checked | own
 
 
 def _positive(value) -> bool:

@@ -29,14 +29,15 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import TrainOutput, has_length
 
 from . import fsutil
-from .callbacks import LogLines, RunGuard
+from .callbacks import EARLY_STOPPING_FILE, LogLines, RunGuard, early_stopping, early_stopping_record
 from .console import print_results, say, warn
 from .data import load_raw
 from .data_report import SplitReport, data_warnings, split_reports
 from .env import environment
+from .losses import check_loss_options, loss_function
 from .errors import RunStopped, UserError
 from .models import load_config, load_model, load_tokenizer, max_positions
-from .recipe import Recipe
+from .recipe import OWN_TRAIN_KEYS, Recipe
 from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, RECIPE_FILE, REPLACE, RESUME, RunLock, check_free_space, size_text,
                          check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
 from .tasks import Labels, Task, get_task
@@ -161,9 +162,15 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best}
     if torch.cuda.is_available() and "fp16" not in recipe.train and "bf16" not in recipe.train:
         defaults["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
-    values = defaults | recipe.train
+    values = defaults | {key: value for key, value in recipe.train.items() if key not in OWN_TRAIN_KEYS}
     if values.get("eval_strategy") == "no":
         values.pop("load_best_model_at_end", None)
+    if recipe.train_options().early_stopping_patience:
+        if values.get("eval_strategy") == "no" or not metric_for_best:
+            raise UserError("train.early_stopping_patience: needs evaluation on validation each epoch or "
+                            "eval_steps; remove train.eval_strategy=no")
+        # A resumed run keeps counting evaluations without improvement from where it stopped.
+        values.setdefault("restore_callback_states_from_checkpoint", True)
     try:
         return TrainingArguments(output_dir=recipe.output_dir, **values)
     except (ValueError, TypeError) as exc:
@@ -207,6 +214,7 @@ class Plan:
     trainable: dict[str, float]
     checkpoint_bytes: int  # about what one checkpoint takes on disk
     data_reports: list[SplitReport]  # per split: examples, label counts, share over max_length
+    compute_loss: Any  # the Trainer's compute_loss_func for class weights or focal loss; None: the model's loss
 
 
 def check_output(recipe: Recipe, overwrite: bool, resume: bool | None, console=None) -> tuple[str, str | None]:
@@ -231,6 +239,7 @@ def prepare(recipe: Recipe) -> Plan:
     raw = load_raw(recipe)
     labels = task.labels(raw, recipe)
     metric_names = task.metric_names(recipe, labels)
+    check_loss_options(recipe, labels)
     args = training_arguments(recipe, metric_names[0] if metric_names else None)
     tokenizer = load_tokenizer(recipe)
     config = load_config(recipe, **labels.config_kwargs())
@@ -244,6 +253,7 @@ def prepare(recipe: Recipe) -> Plan:
     for warning in data_warnings(recipe, raw, reports, tuning):
         warn(warning)
     features = {split: task.preprocess(ds, tokenizer, recipe, labels, training=(split == "train")) for split, ds in raw.items()}
+    compute_loss = loss_function(recipe, labels, features["train"]["labels"][:] if labels.names else None)
     from transformers import set_seed
 
     set_seed(args.seed)  # the new task head's initial weights
@@ -251,7 +261,7 @@ def prepare(recipe: Recipe) -> Plan:
     needed = checkpoint_bytes(model, tuning)
     check_free_space(Path(recipe.output_dir), 2 * needed, "a checkpoint and the final model")
     return Plan(recipe, tuning, task, raw, labels, metric_names, args, tokenizer, features, model,
-                count_trainable(model), needed, reports)
+                count_trainable(model), needed, reports, compute_loss)
 
 
 def checkpoint_bytes(model, tuning: Tuning) -> int:
@@ -315,8 +325,9 @@ def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
         data_collator=task.collator(tokenizer, recipe),
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
-        callbacks=[guard, *plan.tuning.callbacks()],
+        callbacks=[guard, *plan.tuning.callbacks(), *early_stopping(recipe)],
         optimizer_cls_and_kwargs=plan.tuning.optimizer(plan.model, args),
+        compute_loss_func=plan.compute_loss,
     )
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
@@ -340,6 +351,7 @@ def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
 
     metrics: dict[str, float] = {f"train_{k.removeprefix('train_')}": v for k, v in result.metrics.items()}
     metrics |= trainable
+    stopped = early_stopping_record(recipe, trainer)
     reports = {}
     for split, prefix in (("validation", "eval"), ("test", "test")):
         if split in raw:
@@ -358,6 +370,9 @@ def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
         if not recipe.keep_checkpoints:
             for ckpt in out.glob("checkpoint-*"):
                 shutil.rmtree(ckpt, ignore_errors=True)
+        if stopped:
+            fsutil.write_json(out / EARLY_STOPPING_FILE, stopped)
+            say(console, stopped["summary"])
         fsutil.write_json(out / FINISHED_MARKER, metrics)
         print_results(console, metrics, reports, out)
     return metrics
