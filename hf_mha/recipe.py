@@ -76,7 +76,12 @@ class DataSection(Section):
     labels: list[str | int] | None = None
     """The label set, in id order. Default: the sorted labels found in the training split (integer labels stay
     integers)."""
-    problem_type: Literal["auto", "single_label_classification", "regression"] = "auto"
+    problem_type: Literal["auto", "single_label_classification", "multi_label", "regression"] = "auto"
+    """auto: regression for float labels, multi_label for lists of labels (or label_delimiter / label_columns)."""
+    label_delimiter: str | None = Field(None, min_length=1)
+    """Multi-label in csv/tsv: the label column holds the labels joined by this (e.g. "," or "|")."""
+    label_columns: list[str] | None = None
+    """Multi-label: one 0/1 column per label, named after it (instead of label_column)."""
     max_length: int = Field(128, gt=0)
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
@@ -140,6 +145,11 @@ class TuningSection(Section):
 class EvalSection(Section):
     metrics: list[str] | None = None
     """Default: the task's usual metrics (accuracy, f1, mcc for classification)."""
+    threshold: float = Field(0.5, gt=0, lt=1)
+    """Multi-label: a label is predicted when its probability reaches this."""
+    tune_threshold: bool = False
+    """Multi-label: after training, pick per label the threshold that maximises its F1 on validation; saved
+    with the model (config.json label_thresholds) and used by eval and predict."""
 
 
 class TrainOptions(Section):
@@ -301,6 +311,8 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else None
     except yaml.YAMLError:
         value = raw
+    if raw.strip() in ("|", ">"):  # YAML's block-scalar marks alone read as ""; on a command line they mean themselves
+        value = raw.strip()
     return key.split("."), value
 
 

@@ -243,6 +243,8 @@ def prepare(recipe: Recipe) -> Plan:
     args = training_arguments(recipe, metric_names[0] if metric_names else None)
     tokenizer = load_tokenizer(recipe)
     config = load_config(recipe, **labels.config_kwargs())
+    if labels.thresholds:  # from_pretrained sets only keys the config class knows
+        config.label_thresholds = list(labels.thresholds)
     positions = max_positions(config)
     if positions is not None and recipe.data.max_length > positions:
         raise UserError(

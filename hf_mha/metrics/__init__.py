@@ -23,7 +23,7 @@ import evaluate
 import numpy as np
 
 from ..errors import UserError, did_you_mean
-from .classification import F1, Accuracy, MatthewsCorrelation, Precision, Recall
+from .classification import F1, Accuracy, HammingLoss, MatthewsCorrelation, Precision, Recall
 from .entities import Seqeval
 from .regression import Mse, Pearsonr, Spearmanr
 from .squad import Squad, SquadV2
@@ -34,6 +34,7 @@ BUILTIN_METRICS: dict[str, type[evaluate.Metric]] = {
     "recall": Recall,
     "f1": F1,
     "matthews_correlation": MatthewsCorrelation,
+    "hamming_loss": HammingLoss,
     "pearsonr": Pearsonr,
     "spearmanr": Spearmanr,
     "mse": Mse,
@@ -52,11 +53,13 @@ CLASSIFICATION_NAMES = (
     *(f"{score}{suffix}" for score in _CLASS_SCORES for suffix in ("", *(f"_{a}" for a in _AVERAGES))),
     "mcc",
 )
+#: Multi-label only: per-example averages, exact match of the whole label set, and the share of wrong decisions.
+MULTI_LABEL_NAMES = (*(f"{score}_samples" for score in _CLASS_SCORES), "subset_accuracy", "hamming_loss")
 REGRESSION_NAMES = ("pearson", "spearman", "mse")
 
 _DEFAULTS = {
     "single_label_classification": ["accuracy", "f1", "mcc"],
-    "multi_label_classification": ["accuracy", "f1_micro", "f1_macro"],
+    "multi_label_classification": ["f1_micro", "f1_macro", "f1_weighted", "f1_samples", "subset_accuracy", "hamming_loss"],
     "regression": ["pearson", "spearman", "mse"],
 }
 
@@ -177,9 +180,13 @@ def classification_metrics(
                 f"eval.metrics: {name!r} scores class labels but this task is regression; "
                 f"use {', '.join(REGRESSION_NAMES)}"
             )
-        if name == "accuracy":
+        if name in MULTI_LABEL_NAMES and not multilabel:
+            raise UserError(f"eval.metrics: {name!r} is for multi-label classification; use {', '.join(CLASSIFICATION_NAMES)}")
+        if name in ("accuracy", "subset_accuracy"):  # of a multi-label set: exact match of the whole set
             results[name] = _class_module(Accuracy, multilabel).compute(**inputs)["accuracy"]
-        elif score in _CLASS_SCORES and average in ("", *_AVERAGES):
+        elif name == "hamming_loss":
+            results[name] = _class_module(HammingLoss, multilabel).compute(**inputs)["hamming_loss"]
+        elif score in _CLASS_SCORES and average in ("", *_AVERAGES, "samples"):
             module = _class_module(_CLASS_SCORES[score], multilabel)
             results[name] = module.compute(**inputs, average=average or default_average)[score]
         elif name == "mcc":
@@ -210,6 +217,7 @@ __all__ = [
     "ALIASES",
     "BUILTIN_METRICS",
     "CLASSIFICATION_NAMES",
+    "MULTI_LABEL_NAMES",
     "REGRESSION_NAMES",
     "Accuracy",
     "F1",

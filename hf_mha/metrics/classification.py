@@ -11,7 +11,7 @@ from typing import Callable
 import datasets
 import evaluate
 import numpy as np
-from sklearn.metrics import accuracy_score, f1_score, matthews_corrcoef, precision_score, recall_score
+from sklearn.metrics import accuracy_score, f1_score, hamming_loss, matthews_corrcoef, precision_score, recall_score
 
 _CITATION = """\
 @article{scikit-learn,
@@ -130,3 +130,18 @@ class MatthewsCorrelation(evaluate.Metric):
 
     def _compute(self, predictions, references, sample_weight=None):
         return {"matthews_correlation": float(matthews_corrcoef(references, predictions, sample_weight=sample_weight))}
+
+
+class HammingLoss(evaluate.Metric):
+    def _info(self):
+        return evaluate.MetricInfo(
+            description="Fraction of (example, label) decisions that are wrong: 0 is perfect. With config "
+            "multilabel, every label of every example counts once.",
+            citation=_CITATION,
+            inputs_description=_CLASS_INPUTS + "    sample_weight: optional weight per example.\n",
+            features=_class_features(self.config_name),
+            reference_urls=["https://scikit-learn.org/stable/modules/generated/sklearn.metrics.hamming_loss.html"],
+        )
+
+    def _compute(self, predictions, references, sample_weight=None):
+        return {"hamming_loss": float(hamming_loss(references, predictions, sample_weight=sample_weight))}

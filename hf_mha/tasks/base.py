@@ -24,6 +24,8 @@ class Labels:
 
     names: list[str] | None
     problem_type: str | None = None
+    thresholds: list[float] | None = None  # multi-label: one decision threshold per label
+    tuned: bool = False  # thresholds fixed (read from a saved model, or tuned on validation)
 
     @property
     def num_labels(self) -> int:
@@ -37,6 +39,7 @@ class Labels:
             "id2label": dict(enumerate(self.names)),
             "label2id": {name: i for i, name in enumerate(self.names)},
             **({"problem_type": self.problem_type} if self.problem_type else {}),
+            **({"label_thresholds": list(self.thresholds)} if self.thresholds else {}),
         }
 
     @classmethod
@@ -45,7 +48,8 @@ class Labels:
         if problem_type == "regression":
             return cls(None, problem_type)
         id2label = config.id2label
-        return cls([id2label[i] for i in sorted(id2label)], problem_type)
+        thresholds = getattr(config, "label_thresholds", None)
+        return cls([id2label[i] for i in sorted(id2label)], problem_type, thresholds, tuned=thresholds is not None)
 
 
 def reference_split(raw) -> str:

@@ -13,6 +13,7 @@ from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, echo
 from ..recipe import Recipe
+from . import multi_label as ml
 from .base import Labels, count_labels, output_name, reference_split, softmax
 
 REGRESSION = "regression"
@@ -59,12 +60,16 @@ def _check_labels_present(ds: Dataset, column: str, text_column: str, split: str
 
 def _predicted(logits, labels: Labels) -> np.ndarray:
     logits = np.asarray(logits)
+    if labels.problem_type == ml.MULTI_LABEL:
+        return ml.decide(logits, labels)
     return logits.reshape(-1) if labels.names is None else logits.argmax(axis=-1)
 
 
 def _gold(label_ids, labels: Labels) -> list:
     if labels.names is None:
         return [float(v) for v in np.asarray(label_ids).reshape(-1)]
+    if labels.problem_type == ml.MULTI_LABEL:
+        return [[name for name, on in zip(labels.names, row) if on >= 0.5] for row in np.asarray(label_ids)]
     return [labels.names[int(v)] for v in label_ids]
 
 
@@ -77,12 +82,15 @@ class TextClassification:
     def labels(self, raw: DatasetDict, recipe: Recipe) -> Labels:
         data = recipe.data
         reference = reference_split(raw)
+        multi = ml.is_multi_label(raw[reference], data)
         for split, ds in raw.items():
             require_columns(ds, data.text_columns, split, "data.text_columns")
             _check_texts(ds, data.text_columns, split)
-            if split == reference or data.label_column in ds.column_names:
+            if not multi and (split == reference or data.label_column in ds.column_names):
                 require_columns(ds, [data.label_column], split, "data.label_column")
                 _check_labels_present(ds, data.label_column, data.text_columns[0], split)
+        if multi:
+            return ml.multi_labels(raw, recipe, reference)
         train = raw[reference]
         regression = data.problem_type == REGRESSION or (
             data.problem_type == "auto" and _is_float_feature(train, data.label_column)
@@ -120,13 +128,17 @@ class TextClassification:
         data = recipe.data
         columns = data.text_columns
         require_columns(ds, columns, "input", "data.text_columns")
-        has_labels = data.label_column in ds.column_names
+        multi = labels.problem_type == ml.MULTI_LABEL
+        has_labels = ml.has_label_sets(ds, data) if multi else data.label_column in ds.column_names
+        targets = ml.multi_hot(ml.label_sets(ds, data, "input"), labels) if multi and has_labels else None
         label2id = {str(name): i for i, name in enumerate(labels.names or [])}  # 1 and "1" are one label
 
-        def encode(batch):
+        def encode(batch, indices):
             texts = [[str(t) if t is not None else "" for t in batch[c]] for c in columns]
             encoded = tokenizer(*texts, truncation=True, max_length=data.max_length)
-            if has_labels:
+            if targets is not None:
+                encoded["labels"] = [targets[i] for i in indices]
+            elif has_labels:
                 values = batch[data.label_column]
                 if labels.names is None:
                     encoded["labels"] = [float(v) for v in values]
@@ -135,10 +147,12 @@ class TextClassification:
                     encoded["labels"] = [label2id[str(names[v]) if names else str(v)] for v in values]
             return encoded
 
-        return ds.map(encode, batched=True, remove_columns=ds.column_names, desc="Tokenizing")
+        return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, desc="Tokenizing")
 
     def label_counts(self, ds: Dataset, recipe: Recipe) -> dict | None:
         column = recipe.data.label_column
+        if ml.is_multi_label(ds, recipe.data):
+            return count_labels(label for row in ml.label_sets(ds, recipe.data, "input") for label in row) if ml.has_label_sets(ds, recipe.data) else None
         if column not in ds.column_names or _is_float_feature(ds, column) or recipe.data.problem_type == REGRESSION:
             return None
         return count_labels(_column_labels(ds, column))
@@ -156,6 +170,8 @@ class TextClassification:
         names = list(recipe.eval.metrics or default_metric_names(labels.problem_type or "single_label_classification"))
         # Score two dummy predictions now, so a typo in eval.metrics fails before training instead of after it.
         dummy = np.array([0.0, 1.0]) if labels.names is None else np.array([0, 1])
+        if labels.problem_type == ml.MULTI_LABEL:
+            dummy = np.eye(labels.num_labels, dtype=int)[:2]
         classification_metrics(names, dummy, dummy, num_labels=labels.num_labels,
                                problem_type=labels.problem_type or "single_label_classification")
         return names
@@ -167,8 +183,10 @@ class TextClassification:
 
         def compute(prediction: EvalPrediction) -> dict:
             predicted = _predicted(prediction.predictions, labels)
+            gold = np.asarray(prediction.label_ids)
             return classification_metrics(
-                names, predicted, prediction.label_ids, num_labels=labels.num_labels,
+                names, predicted, gold.astype(int) if labels.problem_type == ml.MULTI_LABEL else gold,
+                num_labels=labels.num_labels,
                 problem_type=labels.problem_type or "single_label_classification",
             )
 
@@ -177,6 +195,13 @@ class TextClassification:
     def score(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe, out_dir: Path, prefix: str) -> tuple[dict, str]:
         from ..reports import classification_report_text, save_confusion_matrix_png
 
+        multi = labels.problem_type == ml.MULTI_LABEL
+        if multi and recipe.eval.tune_threshold and not labels.tuned and prefix == "eval":
+            # Tuned on the validation split once, after training; saved with the model, used by eval and predict.
+            trainer.compute_metrics = None
+            output = trainer.predict(features, metric_key_prefix=prefix)
+            labels.thresholds, labels.tuned = ml.tune_thresholds(output.predictions, output.label_ids, labels), True
+            _model_config(trainer.model).label_thresholds = labels.thresholds
         trainer.compute_metrics = self.compute_metrics(raw, features, labels, recipe)
         output = trainer.predict(features, metric_key_prefix=prefix)
         metrics = dict(output.metrics)
@@ -184,14 +209,18 @@ class TextClassification:
         if output.label_ids is not None:
             for row, gold in zip(rows, _gold(output.label_ids, labels)):
                 row["label"] = gold
-        fsutil.write_jsonl(out_dir / output_name(prefix, "predictions.jsonl"), rows)
+        report = "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)) + "\n"
         if labels.names and output.label_ids is not None:
             predicted = _predicted(output.predictions, labels)
-            report = classification_report_text(output.label_ids, predicted, labels.names)
-            save_confusion_matrix_png(output.label_ids, predicted, labels.names, out_dir / f"{prefix}_confusion_matrix.png")
-        else:
-            report = "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)) + "\n"
-        fsutil.write_text(out_dir / f"{prefix}_report.txt", report)
+            gold = np.asarray(output.label_ids).astype(int) if multi else output.label_ids
+            report = classification_report_text(gold, predicted, labels.names)
+            if multi:
+                report += "thresholds: " + ", ".join(f"{n} {t:g}" for n, t in zip(labels.names, labels.thresholds)) + "\n"
+            elif out_dir is not None:
+                save_confusion_matrix_png(gold, predicted, labels.names, out_dir / f"{prefix}_confusion_matrix.png")
+        if out_dir is not None:
+            fsutil.write_jsonl(out_dir / output_name(prefix, "predictions.jsonl"), rows)
+            fsutil.write_text(out_dir / f"{prefix}_report.txt", report)
         return metrics, report
 
     def predict(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe) -> list[dict]:
@@ -205,6 +234,8 @@ class TextClassification:
             for i, value in enumerate(np.asarray(logits).reshape(-1)):
                 rows.append({**{c: texts[c][i] for c in texts}, "predicted": float(value)})
             return rows
+        if labels.problem_type == ml.MULTI_LABEL:
+            return [{**{c: texts[c][i] for c in texts}, **row} for i, row in enumerate(ml.rows(logits, labels))]
         probabilities = softmax(logits)
         for i, probs in enumerate(probabilities):
             rows.append({
@@ -213,6 +244,11 @@ class TextClassification:
                 "probabilities": {name: round(float(p), 6) for name, p in zip(labels.names, probs)},
             })
         return rows
+
+
+def _model_config(model):
+    """The config saved with the model: a PEFT model's is its base model's."""
+    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
 
 
 TASK = TextClassification()
