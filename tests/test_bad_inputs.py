@@ -78,6 +78,8 @@ NULL_LABEL_ROWS = TWO_LABEL_ROWS + '{"text": "x", "label": null}\n'
 EMPTY_LABEL_ROWS = TWO_LABEL_ROWS + '{"text": "x", "label": ""}\n'
 INT_LABEL_CSV_WITH_EMPTY_CELL = "text,label\nhi,0\nyo,1\nhey,\nho,0\n"
 HEADERLESS_TSV = "where is my parcel, it is three weeks late now\tstatus\nrefund me\trefund\nreset my password\taccount\n" * 2
+MULTI_LABEL_ROWS = '{"text": "a", "label": ["x", "y"]}\n{"text": "b", "label": ["y"]}\n'
+MULTI_LABEL_UNKNOWN = '{"text": "c", "label": ["z"]}\n'
 BLANK_TEXT_ROWS = '{"text": "", "label": "a"}\n{"text": " ", "label": "b"}\n'
 DUPLICATE_KEY_RECIPE = "task: text-classification\nmodel:\n  name: x\ntask: token-classification\n"
 ALIAS_BOMB = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
@@ -203,6 +205,19 @@ CATALOGUE = [
                     f"data.files.train={e.write('squad.jsonl', squad_rows(3))}", f"data.files.validation={e.tmp / 'squad.jsonl'}",
                     "data.max_length=64", "data.doc_stride=16", f"output_dir={e.out}"],
          "10 of 10 answers in the train split are not where answer_start says (first: question 'q0'"),
+    Case("class-weights-unknown-label", "class weights naming a label the data does not have",
+         lambda e: e.train("train.class_weights={greeting: 3}"), "train.class_weights: 'greeting' is not a label"),
+    Case("class-weights-not-positive", "a class weight of zero", lambda e: e.train("train.class_weights={refund: 0}"),
+         "the weight of 'refund' must be a number > 0"),
+    Case("threshold-outside", "a multi-label threshold outside (0, 1)", lambda e: e.train("eval.threshold=1.5"),
+         "eval.threshold: Input should be less than 1"),
+    Case("multi-label-unknown-label", "a multi-label validation row with a label train never has",
+         lambda e: e.train(f"data.files.train={e.write('ml.jsonl', MULTI_LABEL_ROWS)}",
+                           f"data.files.validation={e.write('mlv.jsonl', MULTI_LABEL_UNKNOWN)}", "data.files.test=null"),
+         "label 'z' in the validation split (row 1) is not in the label set"),
+    Case("early-stopping-without-eval", "early stopping with evaluation turned off",
+         lambda e: e.train("train.early_stopping_patience=2", "train.eval_strategy=no", "train.save_strategy=no"),
+         "train.early_stopping_patience: needs evaluation"),
     Case("missing-text-column", "a text column the data does not have", lambda e: e.train("data.text_columns=[body]"),
          "column 'body' not in the train data"),
     Case("missing-label-column", "a label column the data does not have", lambda e: e.train("data.label_column=intent"),

@@ -378,7 +378,8 @@ def test_classification_metrics_multilabel():
         default_metric_names("multi_label_classification") + ["f1"], predictions, references,
         problem_type="multi_label_classification",
     )
-    assert result["accuracy"] == 0.5 and result["f1_macro"] == pytest.approx(5 / 6) and result["f1"] == pytest.approx(5 / 6)
+    assert result["subset_accuracy"] == 0.5 and result["hamming_loss"] == 0.25
+    assert result["f1_samples"] == pytest.approx((1 + 2 / 3) / 2) and result["f1_macro"] == pytest.approx(5 / 6) and result["f1"] == pytest.approx(5 / 6)
     # micro over both labels: TP 2 (ex1 label 1, ex2 label 0), FP 1 (ex2 label 1), FN 0 -> P 2/3, R 1, F1 4/5
     assert result["f1_micro"] == pytest.approx(0.8)
     with pytest.raises(UserError, match="multi-label"):
