@@ -109,7 +109,7 @@ def list_recipes() -> None:
     from rich import box
     from rich.table import Table
 
-    from hf_mha.recipe import builtin_summaries
+    from hf_mha.recipe_builtins import builtin_summaries
 
     # Two columns, the second three short lines, so the table fits an 80-column terminal without cutting
     # a recipe name or a path in the middle of a word.
@@ -131,7 +131,7 @@ def cp(
 
     Example: mha-ft cp sst2-full my-sst2.yaml
     """
-    from hf_mha.recipe import copy_builtin
+    from hf_mha.recipe_builtins import copy_builtin
 
     console.print(f"Copied {name} to {copy_builtin(name, destination)}")
 

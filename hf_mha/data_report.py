@@ -64,7 +64,7 @@ def data_warnings(recipe: Recipe, raw, reports: list[SplitReport], tuning) -> li
                                 f"it is a different label from {label.strip()!r}")
     cut = [f"{r.truncated / r.measured:.0%} of {r.split}" for r in reports
            if r.truncated is not None and r.truncated > TRUNCATED_SHARE * r.measured]
-    if cut:
+    if cut and data.long_text == "truncate":  # head_tail cuts on purpose; windows cut nothing
         warnings.append(
             f"data.max_length: {', '.join(cut)} examples are longer than {data.max_length} tokens and will be cut; "
             "raise data.max_length (up to the model's limit)"

@@ -19,7 +19,6 @@ from typing import Any, Callable, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from . import fsutil
 from .errors import UserError, did_you_mean, echo
 from .options import check_options, field_hints
 from .recipe_yaml import read_recipe_yaml
@@ -83,6 +82,13 @@ class DataSection(Section):
     label_columns: list[str] | None = None
     """Multi-label: one 0/1 column per label, named after it (instead of label_column)."""
     max_length: int = Field(128, gt=0)
+    long_text: Literal["truncate", "head_tail", "windows"] = "truncate"
+    """Text classification, texts over max_length: keep the first tokens; the head and tail (a quarter and
+    three quarters of the budget); or overlapping windows scored per document (hf_mha.tasks.long_text)."""
+    stride: int | None = Field(None, ge=0)
+    """long_text windows: tokens shared by consecutive windows, less than half of max_length. Default: a quarter."""
+    window_aggregation: Literal["mean", "max"] = "mean"
+    """long_text windows: how a document's window logits combine into its prediction."""
     max_train_samples: int | None = Field(None, gt=0)
     max_eval_samples: int | None = Field(None, gt=0)
     validation_fraction: float = Field(0.1, gt=0, lt=1)
@@ -124,6 +130,16 @@ class DataSection(Section):
         if not 1 <= len(value) <= 2:
             raise ValueError("give one text column, or two for sentence pairs")
         return value
+
+    @model_validator(mode="after")
+    def _windows_fit(self) -> "DataSection":
+        if self.long_text == "windows" and self.stride is not None and self.stride >= self.max_length // 2:
+            raise ValueError(f"data.stride: {self.stride} must be less than half of data.max_length "
+                             f"({self.max_length}) so that windows advance; e.g. data.stride={self.max_length // 4}")
+        if self.long_text != "truncate" and len(self.text_columns) > 1:
+            raise ValueError(f"data.long_text: {self.long_text} cuts one text; sentence pairs "
+                             f"({', '.join(self.text_columns)}) are truncated: use long_text truncate")
+        return self
 
     @model_validator(mode="after")
     def _names_for_headerless_files(self) -> "DataSection":
@@ -396,41 +412,3 @@ def _section_fields(path: list[str]) -> list[str]:
         candidates = [a for a in typing.get_args(annotation) or (annotation,) if isinstance(a, type) and issubclass(a, BaseModel)]
         model = candidates[0]
     return [name for name in model.model_fields if name != "source"]
-
-
-# --------------------------------------------------------------------------- built-in recipes: ls, cp
-
-
-def builtin_summaries() -> list[dict[str, str]]:
-    """One row per built-in recipe for `mha-ft ls`: name, task, model, tuning, data (packaged files relative to
-    the recipes folder, so the row stays short)."""
-    rows = []
-    for name, path in sorted(builtin_recipes().items()):
-        recipe = load_recipe(str(path))
-        data = recipe.data
-        files = [Path(p) for p in vars(data.files or FilesSection()).values() if p]
-        shown = [str(f.relative_to(path.parent)) if f.is_relative_to(path.parent) else str(f) for f in files]
-        rows.append({
-            "name": name, "task": recipe.task, "model": recipe.model.name, "tuning": recipe.tuning.method,
-            "data": f"files {', '.join(shown)}" if shown else f"{data.dataset} (hub)" if data.dataset else "",
-        })
-    return rows
-
-
-def copy_builtin(name: str, destination: Path) -> Path:
-    """Copy built-in recipe `name` to `destination` (a file, or a folder to put NAME.yaml in), comments kept;
-    data paths relative to the packaged recipe become absolute, so the copy works from anywhere."""
-    recipes = builtin_recipes()
-    if name not in recipes:
-        raise UserError(f"no built-in recipe '{name}'{did_you_mean(name, recipes)}; see `mha-ft ls`")
-    target = destination / f"{name}.yaml" if destination.is_dir() else destination
-    if target.exists():
-        raise UserError(f"{target} already exists; choose another destination")
-    source = recipes[name]
-    text = source.read_text(encoding="utf-8")
-    files = ((read_recipe_yaml(source) or {}).get("data") or {}).get("files") or {}  # as written, not resolved
-    for relative in {path for path in files.values() if path and not Path(path).is_absolute()}:
-        if (source.parent / relative).is_file():
-            text = text.replace(relative, str(source.parent / relative))
-    fsutil.write_text(target, text)
-    return target

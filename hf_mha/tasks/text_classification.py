@@ -13,6 +13,7 @@ from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, echo
 from ..recipe import Recipe
+from . import long_text
 from . import multi_label as ml
 from .base import Labels, count_labels, output_name, reference_split, softmax
 
@@ -135,16 +136,23 @@ class TextClassification:
 
         def encode(batch, indices):
             texts = [[str(t) if t is not None else "" for t in batch[c]] for c in columns]
-            encoded = tokenizer(*texts, truncation=True, max_length=data.max_length)
+            if data.long_text == "truncate":
+                encoded = tokenizer(*texts, truncation=True, max_length=data.max_length)
+            else:
+                encoded = long_text.encode(tokenizer, texts[0], indices, data)
+            row_labels = None
             if targets is not None:
-                encoded["labels"] = [targets[i] for i in indices]
+                row_labels = [targets[i] for i in indices]
             elif has_labels:
                 values = batch[data.label_column]
                 if labels.names is None:
-                    encoded["labels"] = [float(v) for v in values]
+                    row_labels = [float(v) for v in values]
                 else:
                     names = ds.features[data.label_column].names if hasattr(ds.features[data.label_column], "names") else None
-                    encoded["labels"] = [label2id[str(names[v]) if names else str(v)] for v in values]
+                    row_labels = [label2id[str(names[v]) if names else str(v)] for v in values]
+            if row_labels is not None:  # a window takes its document's label
+                encoded["labels"] = [row_labels[indices.index(d)] for d in encoded[long_text.DOCUMENT]] \
+                    if long_text.DOCUMENT in encoded else row_labels
             return encoded
 
         return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, desc="Tokenizing")
@@ -182,8 +190,9 @@ class TextClassification:
         names = self.metric_names(recipe, labels)
 
         def compute(prediction: EvalPrediction) -> dict:
-            predicted = _predicted(prediction.predictions, labels)
-            gold = np.asarray(prediction.label_ids)
+            logits, gold = _per_document(prediction.predictions, prediction.label_ids, features, recipe)
+            predicted = _predicted(logits, labels)
+            gold = np.asarray(gold)
             return classification_metrics(
                 names, predicted, gold.astype(int) if labels.problem_type == ml.MULTI_LABEL else gold,
                 num_labels=labels.num_labels,
@@ -200,19 +209,21 @@ class TextClassification:
             # Tuned on the validation split once, after training; saved with the model, used by eval and predict.
             trainer.compute_metrics = None
             output = trainer.predict(features, metric_key_prefix=prefix)
-            labels.thresholds, labels.tuned = ml.tune_thresholds(output.predictions, output.label_ids, labels), True
+            logits, gold = _per_document(output.predictions, output.label_ids, features, recipe)
+            labels.thresholds, labels.tuned = ml.tune_thresholds(logits, gold, labels), True
             _model_config(trainer.model).label_thresholds = labels.thresholds
         trainer.compute_metrics = self.compute_metrics(raw, features, labels, recipe)
         output = trainer.predict(features, metric_key_prefix=prefix)
         metrics = dict(output.metrics)
-        rows = self._rows(output.predictions, raw, labels, recipe)
-        if output.label_ids is not None:
-            for row, gold in zip(rows, _gold(output.label_ids, labels)):
+        logits, label_ids = _per_document(output.predictions, output.label_ids, features, recipe)
+        rows = self._rows(logits, raw, labels, recipe)
+        if label_ids is not None:
+            for row, gold in zip(rows, _gold(label_ids, labels)):
                 row["label"] = gold
         report = "\n".join(f"{k}: {v:.4f}" for k, v in metrics.items() if isinstance(v, float)) + "\n"
-        if labels.names and output.label_ids is not None:
-            predicted = _predicted(output.predictions, labels)
-            gold = np.asarray(output.label_ids).astype(int) if multi else output.label_ids
+        if labels.names and label_ids is not None:
+            predicted = _predicted(logits, labels)
+            gold = np.asarray(label_ids).astype(int) if multi else label_ids
             report = classification_report_text(gold, predicted, labels.names)
             if multi:
                 report += "thresholds: " + ", ".join(f"{n} {t:g}" for n, t in zip(labels.names, labels.thresholds)) + "\n"
@@ -225,7 +236,7 @@ class TextClassification:
 
     def predict(self, trainer, raw: Dataset, features: Dataset, labels: Labels, recipe: Recipe) -> list[dict]:
         output = trainer.predict(features, metric_key_prefix="predict")
-        return self._rows(output.predictions, raw, labels, recipe)
+        return self._rows(_per_document(output.predictions, None, features, recipe)[0], raw, labels, recipe)
 
     def _rows(self, logits: np.ndarray, raw: Dataset, labels: Labels, recipe: Recipe) -> list[dict]:
         texts = {c: raw[c] for c in recipe.data.text_columns}
@@ -244,6 +255,13 @@ class TextClassification:
                 "probabilities": {name: round(float(p), 6) for name, p in zip(labels.names, probs)},
             })
         return rows
+
+
+def _per_document(logits, label_ids, features: Dataset, recipe: Recipe):
+    """Window predictions as one per document (data.long_text: windows); others pass through."""
+    if long_text.DOCUMENT not in features.column_names:
+        return logits, label_ids
+    return long_text.by_document(logits, label_ids, features[long_text.DOCUMENT][:], recipe.data.window_aggregation)
 
 
 def _model_config(model):
