@@ -71,3 +71,16 @@ def test_windows_train_and_score_each_document_once(tiny_model_dir, tmp_path):
 def test_bad_long_text_options(overrides, message):
     with pytest.raises(UserError, match=message):
         load_recipe("quickstart", overrides)
+
+
+def test_hub_splits_beyond_the_three_are_not_read(monkeypatch):
+    """IMDB has train, test and an unlabelled 'unsupervised' split; the recipe scores test as validation."""
+    from datasets import Dataset, DatasetDict
+
+    from hf_mha.data import load_raw, splits
+
+    split = Dataset.from_dict({"text": ["a b", "c d"], "label": [0, 1]})
+    unlabelled = Dataset.from_dict({"text": ["e"], "label": [-1]})
+    monkeypatch.setattr(splits, "load_hub", lambda data: DatasetDict(train=split, test=split, unsupervised=unlabelled))
+    raw = load_raw(load_recipe("imdb-long-docs"))
+    assert sorted(raw) == ["train", "validation"] and len(raw["validation"]) == 2

@@ -45,10 +45,14 @@ def load_raw(recipe: Recipe) -> DatasetDict:
         raw = DatasetDict(splits)
     elif data.dataset:
         hub = load_hub(data)
-        if data.test_split is None:
+        if data.test_split is None and data.validation_split != "test":
             hub.pop("test", None)
-        renames = {data.validation_split: "validation", data.test_split: "test"}
-        raw = DatasetDict({renames.get(name, name): split for name, split in hub.items()})
+        renames = {"validation": None, "test": None, data.validation_split: "validation"}
+        if data.test_split is not None:
+            renames[data.test_split] = "test"
+        # Only the three splits: others (IMDB's unlabelled "unsupervised") are not ours to check or score.
+        raw = DatasetDict({renames.get(name, name): split for name, split in hub.items()
+                           if renames.get(name, name) in ("train", "validation", "test")})
     else:
         raise UserError("data: give data.dataset (hub name) or data.files.train (a local file)")
     if "train" not in raw:

@@ -50,8 +50,12 @@ def label_sets(ds: Dataset, data: DataSection, split: str) -> list[list]:
             rows.append([name for name, value in zip(data.label_columns, values) if value])
         return rows
     require_columns(ds, [data.label_column], split, "data.label_column")
+    inner = getattr(ds.features[data.label_column], "feature", None)
+    names = inner.names if hasattr(inner, "names") else None  # a list of ClassLabel ids (hub datasets)
     rows = []
     for row, value in enumerate(ds[data.label_column][:], 1):
+        if names is not None and isinstance(value, list):
+            value = [names[i] for i in value]
         if isinstance(value, str) and data.label_delimiter:
             value = [part.strip() for part in value.split(data.label_delimiter) if part.strip()]
         elif isinstance(value, str):
@@ -73,6 +77,8 @@ def multi_labels(raw, recipe: Recipe, reference: str) -> Labels:
         names = list(data.label_columns)
     elif data.labels:
         names = list(data.labels)
+    elif hasattr(getattr(raw[reference].features.get(data.label_column), "feature", None), "names"):
+        names = list(raw[reference].features[data.label_column].feature.names)
     else:
         found = {label for row in sets[reference] for label in row}
         names = sorted(found, key=lambda v: (isinstance(v, str), v))
