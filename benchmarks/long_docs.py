@@ -57,6 +57,12 @@ def run(name: str, files: dict[str, Path], out: Path, max_length: int, epochs: f
             "documents_scored": scored, "wall_s": round(wall, 1), "command": " ".join(command[1:])}
 
 
+def steps(folder: Path) -> int:
+    """Optimizer steps a finished run took (from its trainer log, kept in metrics.json's rate and runtime)."""
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return round(metrics["train_runtime"] * metrics["train_steps_per_second"])
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sst2", type=Path, default=Path("../shared/data/sst2"))
@@ -68,6 +74,9 @@ def main() -> None:
     parser.add_argument("--max-length", type=int, default=64)
     parser.add_argument("--epochs", type=float, default=1)
     parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--runs", default="truncate,head_tail,windows,truncate_matched",
+                        help="truncate_matched: truncate for as many optimizer steps as windows took (its run "
+                             "folder must exist), so that the comparison is at equal compute, not equal epochs")
     args = parser.parse_args()
     with open(args.sst2 / "train.tsv", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
@@ -83,9 +92,16 @@ def main() -> None:
         files[split].write_text("".join(json.dumps(d) + "\n" for d in docs))
     print(f"{args.train_docs} train / {args.dev_docs} dev documents of ~{args.tokens} tokens, {args.noise:.0%} "
           f"of each document's sentences from the other label; max_length {args.max_length}")
-    variants = [("truncate", ["data.long_text=truncate"]), ("head_tail", ["data.long_text=head_tail"]),
-                ("windows", ["data.long_text=windows", f"data.stride={args.max_length // 4}"])]
-    results = [run(name, files, args.out, args.max_length, args.epochs, extra) for name, extra in variants]
+    variants = {"truncate": ["data.long_text=truncate"], "head_tail": ["data.long_text=head_tail"],
+                "windows": ["data.long_text=windows", f"data.stride={args.max_length // 4}"]}
+    results = []
+    for name in args.runs.split(","):
+        epochs = args.epochs
+        if name == "truncate_matched":  # windows train on every window: the same number of steps for truncate
+            epochs = args.epochs * steps(args.out / "windows") / max(1, -(-args.train_docs // 32))
+            results.append(run(name, files, args.out, args.max_length, round(epochs, 2), variants["truncate"]))
+        else:
+            results.append(run(name, files, args.out, args.max_length, epochs, variants[name]))
     import torch
     import transformers
 

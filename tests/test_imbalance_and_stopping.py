@@ -130,3 +130,24 @@ def test_token_labels_weigh_words_not_padding():
 def test_an_unquoted_no_in_yaml_is_the_string_no():
     recipe = recipe_with("train.eval_strategy=no", "train.save_strategy=no")  # YAML 1.1 reads `no` as false
     assert recipe.train["eval_strategy"] == "no" and recipe.train["save_strategy"] == "no"
+
+
+def test_a_resumed_run_keeps_counting_evaluations_without_improvement(tiny_model_dir, intent_files, tmp_path):
+    """Patience 2, no improvement after epoch 1: an uninterrupted run stops at epoch 3. Killed after epoch 2 and
+    resumed, it must stop at epoch 3 too (the counter, 1 at epoch 2, comes back from the checkpoint), not at 4."""
+    import shutil
+
+    out = tmp_path / "run"
+    extra = ("train.num_train_epochs=6", "train.learning_rate=1e-12", "train.early_stopping_patience=2",
+             "train.per_device_train_batch_size=8", "train.save_total_limit=null", "keep_checkpoints=true")
+    assert quickstart_train(tiny_model_dir, intent_files, out, *extra).exit_code == 0
+    steps = len(INTENT_EXAMPLES) * 2 // 8
+    assert json.loads((out / "early_stopping.json").read_text())["stopped_at_epoch"] == 3
+    # The folder as a kill after epoch 2 leaves it: checkpoints up to epoch 2, no final files.
+    shutil.rmtree(out / f"checkpoint-{3 * steps}")
+    for name in ("metrics.json", "early_stopping.json"):
+        (out / name).unlink()
+    result = quickstart_train(tiny_model_dir, intent_files, out, *extra, "--resume")
+    assert result.exit_code == 0, result.output
+    record = json.loads((out / "early_stopping.json").read_text())
+    assert record["stopped_at_epoch"] == 3 and record["best_checkpoint"] == f"checkpoint-{steps}"

@@ -58,6 +58,10 @@ def test_windows_train_and_score_each_document_once(tiny_model_dir, tmp_path):
     assert [json.loads(p)["text"] for p in predictions] == [r["text"] for r in rows]
     report = (out / "eval_report.txt").read_text()
     assert f"{len(rows)}" in report.split("accuracy")[1].split("\n")[0]  # the support counts documents
+    metrics = json.loads((out / "metrics.json").read_text())
+    rescored = runner.invoke(app, ["eval", "--run", str(out)])
+    assert rescored.exit_code == 0, rescored.output
+    assert json.loads((out / "eval_metrics.json").read_text())["eval_accuracy"] == pytest.approx(metrics["eval_accuracy"])
     inputs = write_jsonl(tmp_path / "new.jsonl", rows[:2])
     predicted = runner.invoke(app, ["predict", "--run", str(out), "--input", str(inputs), "--output", str(tmp_path / "p.jsonl")])
     assert predicted.exit_code == 0 and len((tmp_path / "p.jsonl").read_text().splitlines()) == 2

@@ -116,3 +116,23 @@ def test_bad_multi_label_input_is_one_line(tmp_path, rows, extra, message):
     with pytest.raises(UserError, match=message.replace("(", r"\(").replace(")", r"\)")):
         recipe = load_recipe("quickstart", overrides)
         TASK.labels(load_raw(recipe), recipe)
+
+
+def test_multi_label_with_lora_and_our_attention_exports(tiny_model_dir, multi_files, tmp_path):
+    out = tmp_path / "run"
+    result = runner.invoke(app, ["train", *args(tiny_model_dir, multi_files, out, "tuning.method=lora", "model.attention=mha",
+                                                "train.max_steps=2", "eval.tune_threshold=true")])
+    assert result.exit_code == 0, result.output
+    assert (out / "adapter_model.safetensors").is_file()
+    tuned = json.loads((out / "config.json").read_text())["label_thresholds"]
+    exported = runner.invoke(app, ["export", "--run", str(out), "--out", str(tmp_path / "plain")])
+    assert exported.exit_code == 0, exported.output
+    config = json.loads((tmp_path / "plain" / "config.json").read_text())
+    assert config["problem_type"] == "multi_label_classification" and config["label_thresholds"] == tuned
+
+
+def test_validate_counts_each_label_of_a_set(tiny_model_dir, multi_files, tmp_path):
+    result = runner.invoke(app, ["validate", *args(tiny_model_dir, multi_files, tmp_path / "run")])
+    assert result.exit_code == 0, result.output
+    flat = " ".join(result.output.split())
+    assert "train: 36 examples; labels account: 12, order: 12, refund: 12, status: 12" in flat
