@@ -235,3 +235,12 @@ def test_ls_fits_eighty_columns_without_cutting_a_name(monkeypatch):
     names = {line.split()[0] for line in lines if line.strip() and not line.startswith((" " * 4, "─"))}
     assert set(builtin_recipes()) <= names
     assert "sentence-transformers/all-MiniLM-L6-v2" in result.output
+
+
+def test_token_classification_trains_with_class_weights_and_focal_loss(tmp_path, ner_model):
+    train = tmp_path / "train.conll"
+    train.write_text(conll("\n"))
+    result = runner.invoke(app, ["train", *ner_args(ner_model, train, tmp_path / "run", "train.class_weights=balanced",
+                                                     "train.loss=focal", "train.max_steps=2", "train.use_cpu=true")])
+    assert result.exit_code == 0, result.output
+    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["train_loss"] > 0
