@@ -137,6 +137,29 @@ def cp(
 
 
 @app.command()
+def compare(
+    runs: list[str] = typer.Argument(..., help="Finished run folders, or globs such as 'runs/sst2-*'."),
+    plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: the metric per run and the overlaid validation curves."),
+    metric: Optional[str] = typer.Option(None, "--metric", help="Metric for --plot (default: the first run's best-checkpoint metric)."),
+) -> None:
+    """Compare finished runs: the recipe keys that differ, every metric, trainable parameters, time, samples/s.
+
+    Example: mha-ft compare runs/sst2-full runs/sst2-lora --plot compare.png
+    """
+    from rich.table import Table
+
+    from hf_mha.compare import compare as compare_runs
+
+    folders, labels, rows, written = compare_runs(runs, plot, metric)
+    table = Table("", *(folder.name for folder in folders), title="Runs compared (recipe keys that differ, then results)")
+    for label, cells in zip(labels, rows):
+        table.add_row(label, *(escape(cell) for cell in cells))
+    console.print(table)
+    if written is not None:
+        console.print(f"Wrote {written}")
+
+
+@app.command()
 def validate(
     recipe: str = RecipeOption,
     overrides: Optional[list[str]] = OverridesArgument,

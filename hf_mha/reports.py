@@ -73,7 +73,7 @@ def squad_report_text(scores: dict[str, float], golds: list[dict], with_null: bo
     return "\n".join(lines) + "\n"
 
 
-def _new_figure(width: float, height: float, **kwargs):
+def new_figure(width: float, height: float, **kwargs):
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
@@ -82,7 +82,7 @@ def _new_figure(width: float, height: float, **kwargs):
     return figure
 
 
-def _save_png(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
+def save_png(figure, path: str | os.PathLike, dpi: int = 120) -> Path:
     with fsutil.atomic_path(path) as tmp:
         # The temp name ends in .tmp, so the format must be explicit.
         figure.savefig(tmp, format="png", dpi=dpi)
@@ -118,7 +118,7 @@ def save_confusion_matrix_png(references, predictions, label_names: Sequence[str
     accuracy = np.trace(counts) / total if total else 0.0
 
     side = min(max(4.5, 0.5 * n + 2.5), 18.0)  # about 0.5 inch (36 pt) per class: room for a 4-digit count
-    figure = _new_figure(side + 1.0, side, layout="constrained")
+    figure = new_figure(side + 1.0, side, layout="constrained")
     ax = figure.add_subplot()
     image = ax.imshow(counts, cmap="Blues", interpolation="nearest")
     figure.colorbar(image, ax=ax, shrink=0.8, label="examples")
@@ -138,10 +138,10 @@ def save_confusion_matrix_png(references, predictions, label_names: Sequence[str
             ax.text(
                 column, row, str(value), ha="center", va="center", fontsize=count_size, color=_text_colour(image, value)
             )
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
-def _points(log_history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
+def log_points(log_history: Sequence[dict], key: str) -> tuple[list[float], list[float]]:
     steps, values = [], []
     for entry in log_history:
         value, step = entry.get(key), entry.get("step")
@@ -157,13 +157,13 @@ def save_loss_curve_png(log_history: Sequence[dict], path: str | os.PathLike, me
     `metric` (e.g. "eval_f1") adds that eval metric on a second axis. Trainer's closing summary entry carries
     `train_loss`, not `loss`, so it is not mistaken for a point of the curve.
     """
-    train_steps, train_loss = _points(log_history, "loss")
-    eval_steps, eval_loss = _points(log_history, "eval_loss")
-    metric_steps, metric_values = _points(log_history, metric) if metric else ([], [])
+    train_steps, train_loss = log_points(log_history, "loss")
+    eval_steps, eval_loss = log_points(log_history, "eval_loss")
+    metric_steps, metric_values = log_points(log_history, metric) if metric else ([], [])
     if not (train_loss or eval_loss or metric_values):
         return False
 
-    figure = _new_figure(7.5, 4.5, layout="constrained")
+    figure = new_figure(7.5, 4.5, layout="constrained")
     ax = figure.add_subplot()
     if train_loss:
         ax.plot(train_steps, train_loss, color="tab:blue", linewidth=1.2, label="train loss")
@@ -182,7 +182,7 @@ def save_loss_curve_png(log_history: Sequence[dict], path: str | os.PathLike, me
         handles, labels = handles + more_handles, labels + more_labels
     ax.legend(handles, labels, loc="best")
     ax.set_title("Training loss" if not eval_loss else "Training and evaluation loss")
-    _save_png(figure, path)
+    save_png(figure, path)
     return True
 
 
@@ -215,7 +215,7 @@ def save_heatmap_png(
         annotate = rows <= 20 and columns <= 20
 
     width, height = min(max(4.0, 0.55 * columns + 2.5), 20.0), min(max(3.0, 0.45 * rows + 1.8), 16.0)
-    figure = _new_figure(width, height, layout="constrained")
+    figure = new_figure(width, height, layout="constrained")
     ax = figure.add_subplot()
     image = ax.imshow(values, cmap=cmap, aspect="auto", interpolation="nearest", vmin=vmin, vmax=vmax)
     figure.colorbar(image, ax=ax, label=colorbar_label)
@@ -232,7 +232,7 @@ def save_heatmap_png(
                     column, row, format(value, fmt), ha="center", va="center", fontsize=7,
                     color=_text_colour(image, value),
                 )
-    return _save_png(figure, path)
+    return save_png(figure, path)
 
 
 def save_attention_grid_png(attn, tokens: Sequence[str], path: str | os.PathLike, title: str) -> Path:
@@ -254,7 +254,7 @@ def save_attention_grid_png(attn, tokens: Sequence[str], path: str | os.PathLike
 
     cell = min(1.6, max(0.9, 18.0 / heads))  # inches per map: 1.5 for 12 heads
     width, height = heads * cell + 2.2, layers * cell + 1.6
-    figure = _new_figure(width, height)
+    figure = new_figure(width, height)
     axes = figure.subplots(layers, heads, squeeze=False, gridspec_kw={"wspace": 0.08, "hspace": 0.08})
     # Fixed margins in inches (token labels left and below, title above) whatever the grid size.
     figure.subplots_adjust(left=1.5 / width, right=0.92, bottom=1.0 / height, top=1 - 0.55 / height)
@@ -282,4 +282,4 @@ def save_attention_grid_png(attn, tokens: Sequence[str], path: str | os.PathLike
                 ax.set_title(f"head {head}", fontsize=9)
     figure.colorbar(image, ax=axes, shrink=0.6, fraction=0.02, pad=0.01, label="attention weight")
     figure.suptitle(title)
-    return _save_png(figure, path, dpi=110)
+    return save_png(figure, path, dpi=110)

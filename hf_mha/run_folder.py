@@ -25,6 +25,8 @@ from .recipe import Recipe, load_recipe
 
 RECIPE_FILE = "recipe.yaml"
 FINISHED_MARKER = "metrics.json"
+#: The Trainer's log history (losses and metrics per logging step), for `mha-ft compare --plot`.
+LOG_HISTORY_FILE = "log_history.json"
 COMPLETE_MARKER = ".complete"
 LOCK_FILE = ".lock"
 #: Train keys that may change between the killed run and its resume: how long to train, and how to log.

@@ -38,8 +38,8 @@ from .losses import check_loss_options, loss_function
 from .errors import RunStopped, UserError
 from .models import load_config, load_model, load_tokenizer, max_positions
 from .recipe import OWN_TRAIN_KEYS, Recipe
-from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, RECIPE_FILE, REPLACE, RESUME, RunLock, check_free_space, size_text,
-                         check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
+from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, REPLACE, RESUME, RunLock,
+                         check_free_space, size_text, check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
 from .tasks import Labels, Task, get_task
 from .tuning import Tuning, count_trainable, resolve
 
@@ -368,6 +368,7 @@ def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
             plan.tuning.save(trainer.model, out)
             tokenizer.save_pretrained(out)
             save_loss_curve_png(trainer.state.log_history, out / "loss_curve.png")
+            fsutil.write_json(out / LOG_HISTORY_FILE, trainer.state.log_history)  # for `mha-ft compare --plot`
             fsutil.write_json(out / "env.json", environment())
         if not recipe.keep_checkpoints:
             for ckpt in out.glob("checkpoint-*"):

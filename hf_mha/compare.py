@@ -1,0 +1,124 @@
+"""`mha-ft compare RUN...`: finished runs side by side. One table: the recipe keys whose values differ between
+the runs, then each split's metrics, trainable parameters, train time and samples/s; `--plot` draws the chosen
+metric per run and the validation curves of every run overlaid (from each folder's log_history.json)."""
+
+from __future__ import annotations
+
+import glob
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .errors import UserError
+from . import fsutil
+from .run_folder import FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, load_run
+#: What every run shows after its metrics, in this order.
+COST_KEYS = ("trainable_params", "trainable_percent", "train_runtime", "train_samples_per_second")
+
+
+def run_folders(patterns: list[str]) -> list[Path]:
+    """The folders named, globs expanded (quoted globs too), each once, in the order given."""
+    folders: list[Path] = []
+    for pattern in patterns:
+        matches = sorted(glob.glob(pattern)) if glob.has_magic(pattern) else [pattern]
+        if not matches:
+            raise UserError(f"compare: no run folder matches {pattern!r}")
+        for match in matches:
+            path = Path(match)
+            if not (path / RECIPE_FILE).is_file():
+                if glob.has_magic(pattern):
+                    continue  # a glob over runs/* may catch files and folders that are not runs
+                raise UserError(f"compare: {path} is not a run folder (no {RECIPE_FILE}); give the output_dir of a run")
+            if not (path / FINISHED_MARKER).is_file():
+                raise UserError(f"compare: {path} has not finished training (no {FINISHED_MARKER}); resume it with mha-ft train")
+            if path.resolve() not in [f.resolve() for f in folders]:
+                folders.append(path)
+    if len(folders) < 2:
+        raise UserError(f"compare: give two or more finished run folders (got {len(folders)})")
+    return folders
+
+
+def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
+    if not isinstance(tree, dict):
+        return {prefix: tree}
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
+    return flat
+
+
+def comparison(folders: list[Path]) -> tuple[list[str], list[list[str]]]:
+    """Row labels and, per row, one cell per run: differing recipe keys, metrics, cost."""
+    recipes = [_flat(yaml.safe_load((f / RECIPE_FILE).read_text(encoding="utf-8"))) for f in folders]
+    metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
+    keys = sorted({k for r in recipes for k in r} - {"output_dir"})
+    differing = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in recipes}) > 1]
+    scores = [k for k in dict.fromkeys(k for m in metrics for k in m)
+              if k.startswith(("eval_", "test_")) and not k.endswith(("_runtime", "_per_second", "_loss"))
+              and all(isinstance(m.get(k, 0.0), (int, float)) for m in metrics)]
+    rows, labels = [], []
+    for key in differing:
+        labels.append(key)
+        rows.append([_cell(r.get(key)) for r in recipes])
+    for key in [*scores, *COST_KEYS]:
+        if any(key in m for m in metrics):
+            labels.append(key)
+            rows.append([_cell(m.get(key)) for m in metrics])
+    return labels, rows
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, float):
+        return f"{value:,.0f}" if abs(value) >= 1000 else f"{value:.4f}"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
+
+
+def plot(folders: list[Path], metric: str, path: Path) -> Path:
+    """Two panels: `metric` per run (bars), and the validation curve of `metric` of every run against step."""
+    from .reports import new_figure, log_points, save_png
+
+    metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
+    if not any(metric in m for m in metrics):
+        known = sorted({k for m in metrics for k in m if k.startswith("eval_")})
+        raise UserError(f"--metric: no run has {metric!r}; metrics: {', '.join(known)}")
+    figure = new_figure(11, 4.5, layout="constrained")
+    bars, curves = figure.subplots(1, 2)
+    names = [f.name for f in folders]
+    bars.bar(range(len(folders)), [m.get(metric, 0.0) for m in metrics], color="tab:blue")
+    bars.set_xticks(range(len(folders)), names, rotation=30, ha="right")
+    bars.set_ylabel(metric)
+    bars.set_title(f"{metric} per run")
+    for folder in folders:
+        history_file = folder / LOG_HISTORY_FILE
+        if history_file.is_file():
+            steps, values = log_points(json.loads(history_file.read_text(encoding="utf-8")), metric)
+            curves.plot(steps, values, marker="o", markersize=3, label=folder.name)
+    curves.set_xlabel("step")
+    curves.set_ylabel(metric)
+    curves.set_title("validation curves")
+    curves.grid(alpha=0.3)
+    if curves.get_legend_handles_labels()[0]:
+        curves.legend(loc="best", fontsize=8)
+    save_png(figure, path)
+    return path
+
+
+def compare(patterns: list[str], plot_path: Path | None = None, metric: str | None = None):
+    """`mha-ft compare`: the run folders, the table's row labels and cells, and the PNG written (or None). The
+    plot's path is checked before anything is read; its metric defaults to the first run's best-checkpoint
+    metric (the first of eval.metrics)."""
+    if plot_path is not None and not fsutil.can_write_in(fsutil.nearest_existing(plot_path.absolute().parent)):
+        raise UserError(f"--plot: cannot write {plot_path} (permission denied); choose another path")
+    folders = run_folders(patterns)
+    labels, rows = comparison(folders)
+    if plot_path is None:
+        return folders, labels, rows, None
+    chosen = metric or (load_run(folders[0]).eval.metrics or ["accuracy"])[0]
+    chosen = chosen if chosen.startswith("eval_") else f"eval_{chosen}"
+    return folders, labels, rows, plot(folders, chosen, plot_path)
