@@ -85,7 +85,8 @@ def plot(folders: list[Path], metric: str, path: Path) -> Path:
 
     metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
     if not any(metric in m for m in metrics):
-        known = sorted({k for m in metrics for k in m if k.startswith("eval_")})
+        known = sorted({k for m in metrics for k in m
+                        if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))})
         raise UserError(f"--metric: no run has {metric!r}; metrics: {', '.join(known)}")
     figure = new_figure(11, 4.5, layout="constrained")
     bars, curves = figure.subplots(1, 2)

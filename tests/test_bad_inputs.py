@@ -53,6 +53,15 @@ class Env:
         path.write_bytes(text) if isinstance(text, bytes) else path.write_text(text)
         return path
 
+    def copy_run(self, name: str) -> Path:
+        """A second finished run: a copy of the first."""
+        import shutil
+
+        target = self.tmp / name
+        if not target.exists():
+            shutil.copytree(self.run, target)
+        return target
+
     def recipe(self, name: str, text: str | bytes) -> list[str]:
         return ["train", "--recipe", str(self.write(name, text))]
 
@@ -277,6 +286,13 @@ CATALOGUE = [
     Case("predict-missing-column", "predict input without the recipe's text column",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.write("in.csv", "body\nhello\n")), "--output", str(e.out / "p.jsonl")],
          "column 'text' not in"),
+    Case("compare-one-run", "compare with a single run", lambda e: ["compare", str(e.run)],
+         "compare: give two or more finished run folders (got 1)"),
+    Case("compare-not-a-run", "compare with a folder that is not a run",
+         lambda e: ["compare", str(e.run), str(e.tmp)], "is not a run folder (no recipe.yaml)"),
+    Case("compare-unknown-metric", "compare --plot with a metric no run has",
+         lambda e: ["compare", str(e.run), str(e.copy_run("run-copy")), "--plot", str(e.tmp / "c.png"), "--metric", "bleu"],
+         "--metric: no run has 'eval_bleu'"),
     Case("predict-unknown-format", "predict with a --format that is not one",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--format", "xml", "--output", str(e.out / "p.jsonl")],
          "--format: unknown format 'xml'"),
