@@ -11,9 +11,10 @@ from typing import Any
 
 import yaml
 
-from .errors import UserError
 from . import fsutil
-from .run_folder import FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, load_run
+from .errors import UserError
+from .run_folder import FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, check_finished_run, flat_keys, load_run
+
 #: What every run shows after its metrics, in this order.
 COST_KEYS = ("trainable_params", "trainable_percent", "train_runtime", "train_samples_per_second")
 
@@ -27,12 +28,9 @@ def run_folders(patterns: list[str]) -> list[Path]:
             raise UserError(f"compare: no run folder matches {pattern!r}")
         for match in matches:
             path = Path(match)
-            if not (path / RECIPE_FILE).is_file():
-                if glob.has_magic(pattern):
-                    continue  # a glob over runs/* may catch files and folders that are not runs
-                raise UserError(f"compare: {path} is not a run folder (no {RECIPE_FILE}); give the output_dir of a run")
-            if not (path / FINISHED_MARKER).is_file():
-                raise UserError(f"compare: {path} has not finished training (no {FINISHED_MARKER}); resume it with mha-ft train")
+            if glob.has_magic(pattern) and not (path / RECIPE_FILE).is_file():
+                continue  # a glob over runs/* may catch files and folders that are not runs
+            check_finished_run(path, "compare")
             if path.resolve() not in [f.resolve() for f in folders]:
                 folders.append(path)
     if len(folders) < 2:
@@ -40,18 +38,9 @@ def run_folders(patterns: list[str]) -> list[Path]:
     return folders
 
 
-def _flat(tree: Any, prefix: str = "") -> dict[str, Any]:
-    if not isinstance(tree, dict):
-        return {prefix: tree}
-    flat: dict[str, Any] = {}
-    for key, value in tree.items():
-        flat |= _flat(value, f"{prefix}.{key}" if prefix else str(key))
-    return flat
-
-
 def comparison(folders: list[Path]) -> tuple[list[str], list[list[str]]]:
     """Row labels and, per row, one cell per run: differing recipe keys, metrics, cost."""
-    recipes = [_flat(yaml.safe_load((f / RECIPE_FILE).read_text(encoding="utf-8"))) for f in folders]
+    recipes = [flat_keys(yaml.safe_load((f / RECIPE_FILE).read_text(encoding="utf-8")) or {}) for f in folders]
     metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
     keys = sorted({k for r in recipes for k in r} - {"output_dir"})
     differing = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in recipes}) > 1]

@@ -54,7 +54,7 @@ def split_reports(recipe: Recipe, task, raw, tokenizer) -> list[SplitReport]:
     return reports
 
 
-def data_warnings(recipe: Recipe, raw, reports: list[SplitReport], tuning) -> list[str]:
+def data_warnings(recipe: Recipe, raw, reports: list[SplitReport], tuning, learning_rate: float) -> list[str]:
     data, warnings = recipe.data, []
     by_split = {report.split: report for report in reports}
     for report in reports:
@@ -78,10 +78,9 @@ def data_warnings(recipe: Recipe, raw, reports: list[SplitReport], tuning) -> li
                                 + f" in the {report.split} split never occurs in train; the model cannot learn it")
     warnings += _conll_warnings(recipe, raw)
     usual = tuning.usual_learning_rate()
-    lr = float(recipe.train.get("learning_rate", 5e-5))
-    if usual is not None and lr < usual:
+    if usual is not None and learning_rate < usual:
         warnings.append(
-            f"train.learning_rate: {lr:g} is below the usual range for {tuning.method} (from about {usual:g}); "
+            f"train.learning_rate: {learning_rate:g} is below the usual range for {tuning.method} (from about {usual:g}); "
             f"adapters learn slowly at full fine-tuning rates: try train.learning_rate={10 * usual:g}"
         )
     return warnings

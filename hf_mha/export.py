@@ -25,7 +25,7 @@ from pathlib import Path
 
 import torch
 
-from .models import load_tokenizer, with_all_heads
+from .models import load_tokenizer, task_model, with_all_heads
 from .recipe import Recipe
 from .run_folder import check_new_folder, load_run
 from .tasks import get_task
@@ -58,7 +58,7 @@ def export_run(run: str | Path, out: str | Path) -> Exported:
     tokenizer = load_tokenizer(recipe, str(run))
     probe = tokenizer(*PROBE, padding=True, return_tensors="pt")
     # Only the inputs the model names: DistilBERT and RoBERTa-style models have no token_type_ids.
-    accepted = inspect.signature(_task_model(model).forward).parameters
+    accepted = inspect.signature(task_model(model).forward).parameters
     probe = {key: value for key, value in probe.items() if key in accepted}
     expected = _outputs(model, probe)
 
@@ -77,11 +77,6 @@ def export_run(run: str | Path, out: str | Path) -> Exported:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return Exported(out, merged, summary, diff)
-
-
-def _task_model(model):
-    """The transformers model inside a PEFT or bottleneck wrapper."""
-    return model.get_base_model() if hasattr(model, "get_base_model") else model
 
 
 def _outputs(model, probe: dict[str, torch.Tensor]) -> list[torch.Tensor]:

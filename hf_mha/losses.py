@@ -17,16 +17,15 @@ import torch.nn.functional as F
 from .errors import UserError, did_you_mean
 from .recipe import Recipe
 from .tasks import Labels
-
-IGNORED = -100
-MULTI_LABEL = "multi_label_classification"
+from .tasks.multi_label import MULTI_LABEL
+from .tasks.token_classification import IGNORED
 
 
 def check_loss_options(recipe: Recipe, labels: Labels) -> None:
     """What `train.class_weights` and `train.loss` ask is possible for this task and label set (before the model
     loads)."""
     options = recipe.train_options()
-    if options.class_weights is None and options.loss == "cross_entropy":
+    if not options.own_loss:
         return
     key = "train.class_weights" if options.class_weights is not None else "train.loss"
     if recipe.task == "question-answering" or not labels.names:
@@ -62,7 +61,7 @@ def class_weights(recipe: Recipe, labels: Labels, train_labels) -> torch.Tensor 
 def loss_function(recipe: Recipe, labels: Labels, train_labels) -> Callable | None:
     """The Trainer's compute_loss_func for the recipe, or None for the model's own loss."""
     options = recipe.train_options()
-    if options.class_weights is None and options.loss == "cross_entropy":
+    if not options.own_loss:
         return None
     weights = class_weights(recipe, labels, train_labels)
     gamma = options.focal_gamma if options.loss == "focal" else 0.0

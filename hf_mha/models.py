@@ -62,6 +62,11 @@ def load_tokenizer(recipe: Recipe, name: str | None = None):
     return _from_pretrained(AutoTokenizer.from_pretrained, recipe, "tokenizer", name, **kwargs)
 
 
+def task_model(model):
+    """The transformers model inside a PEFT or bottleneck wrapper (the one whose config is saved)."""
+    return model.get_base_model() if hasattr(model, "get_base_model") else model
+
+
 def load_config(recipe: Recipe, name: str | None = None, **config_kwargs):
     from transformers import AutoConfig
 

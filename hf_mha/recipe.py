@@ -182,6 +182,11 @@ class TrainOptions(Section):
     focal_gamma: float = Field(2.0, ge=0)
     """Focal loss's focusing parameter: (1 - p_true)^gamma scales each example's loss."""
 
+    @property
+    def own_loss(self) -> bool:
+        """Whether the loss is ours (class weights or focal) rather than the model's."""
+        return self.class_weights is not None or self.loss != "cross_entropy"
+
     @field_validator("class_weights")
     @classmethod
     def _balanced_or_weights(cls, value):

@@ -97,8 +97,8 @@ def size_text(count: int) -> str:
 def check_same_recipe(out: Path, recipe: Recipe) -> None:
     """Resuming continues the saved run: refuse a recipe that differs from it in anything that changes the result
     (all but `RESUMABLE_TRAIN_KEYS` and what the run records itself)."""
-    saved = _flat(yaml.safe_load((out / RECIPE_FILE).read_text(encoding="utf-8")) or {})
-    given = _flat(recipe.model_dump(mode="json", exclude={"source"}))
+    saved = flat_keys(yaml.safe_load((out / RECIPE_FILE).read_text(encoding="utf-8")) or {})
+    given = flat_keys(recipe.model_dump(mode="json", exclude={"source"}))
     differing = []
     for key in sorted(set(saved) | set(given)):
         mine, theirs = given.get(key), saved.get(key)
@@ -121,11 +121,12 @@ def _resumable(key: str) -> bool:
     return section == "train" and name.split(".")[0] in RESUMABLE_TRAIN_KEYS
 
 
-def _flat(tree: dict, prefix: str = "") -> dict[str, object]:
+def flat_keys(tree: dict, prefix: str = "") -> dict[str, object]:
+    """A nested recipe as {dotted.key: value}."""
     flat = {}
     for key, value in tree.items():
         if isinstance(value, dict) and value:
-            flat |= _flat(value, f"{prefix}{key}.")
+            flat |= flat_keys(value, f"{prefix}{key}.")
         else:
             flat[f"{prefix}{key}"] = value
     return flat
@@ -151,15 +152,19 @@ def resume_point(out: Path, found_unfinished: bool, resume: bool | None, say) ->
     return str(checkpoints[-1])
 
 
+def check_finished_run(run: Path, option: str = "--run") -> None:
+    """`run` is the folder of a finished training run (the option that named it leads the message)."""
+    if not (run / RECIPE_FILE).is_file():
+        raise UserError(f"{option}: {run} is not a run folder (no {RECIPE_FILE}); give the output_dir of a training run")
+    if not (run / FINISHED_MARKER).is_file():
+        raise UserError(f"{option}: {run} has not finished training (no {FINISHED_MARKER}); resume it with mha-ft train")
+
+
 def load_run(run_dir: str | Path) -> Recipe:
     """The recipe of a finished run folder."""
     run = Path(run_dir)
-    recipe_file = run / RECIPE_FILE
-    if not recipe_file.is_file():
-        raise UserError(f"--run: {run} is not a run folder (no {RECIPE_FILE}); give the output_dir of a training run")
-    if not (run / FINISHED_MARKER).is_file():
-        raise UserError(f"--run: {run} has not finished training (no {FINISHED_MARKER}); resume it with mha-ft train")
-    return load_recipe(str(recipe_file))
+    check_finished_run(run)
+    return load_recipe(str(run / RECIPE_FILE))
 
 
 class RunLock:

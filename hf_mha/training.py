@@ -252,7 +252,7 @@ def prepare(recipe: Recipe) -> Plan:
             f"set data.max_length={positions} or less"
         )
     reports = split_reports(recipe, task, raw, tokenizer)
-    for warning in data_warnings(recipe, raw, reports, tuning):
+    for warning in data_warnings(recipe, raw, reports, tuning, args.learning_rate):
         warn(warning)
     features = {split: task.preprocess(ds, tokenizer, recipe, labels, training=(split == "train")) for split, ds in raw.items()}
     compute_loss = loss_function(recipe, labels, features["train"]["labels"][:] if labels.names else None)

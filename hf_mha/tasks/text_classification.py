@@ -12,6 +12,7 @@ from transformers import AutoModelForSequenceClassification, DataCollatorWithPad
 from .. import fsutil
 from ..data import require_columns
 from ..errors import UserError, echo
+from ..models import task_model
 from ..recipe import Recipe
 from . import long_text
 from . import multi_label as ml
@@ -150,9 +151,11 @@ class TextClassification:
                 else:
                     names = ds.features[data.label_column].names if hasattr(ds.features[data.label_column], "names") else None
                     row_labels = [label2id[str(names[v]) if names else str(v)] for v in values]
-            if row_labels is not None:  # a window takes its document's label
-                encoded["labels"] = [row_labels[indices.index(d)] for d in encoded[long_text.DOCUMENT]] \
-                    if long_text.DOCUMENT in encoded else row_labels
+            if row_labels is not None and long_text.DOCUMENT in encoded:  # a window takes its document's label
+                position = {row: i for i, row in enumerate(indices)}
+                encoded["labels"] = [row_labels[position[row]] for row in encoded[long_text.DOCUMENT]]
+            elif row_labels is not None:
+                encoded["labels"] = row_labels
             return encoded
 
         return ds.map(encode, batched=True, with_indices=True, remove_columns=ds.column_names, desc="Tokenizing")
@@ -211,7 +214,7 @@ class TextClassification:
             output = trainer.predict(features, metric_key_prefix=prefix)
             logits, gold = _per_document(output.predictions, output.label_ids, features, recipe)
             labels.thresholds, labels.tuned = ml.tune_thresholds(logits, gold, labels), True
-            _model_config(trainer.model).label_thresholds = labels.thresholds
+            task_model(trainer.model).config.label_thresholds = labels.thresholds
         trainer.compute_metrics = self.compute_metrics(raw, features, labels, recipe)
         output = trainer.predict(features, metric_key_prefix=prefix)
         metrics = dict(output.metrics)
@@ -262,11 +265,6 @@ def _per_document(logits, label_ids, features: Dataset, recipe: Recipe):
     if long_text.DOCUMENT not in features.column_names:
         return logits, label_ids
     return long_text.by_document(logits, label_ids, features[long_text.DOCUMENT][:], recipe.data.window_aggregation)
-
-
-def _model_config(model):
-    """The config saved with the model: a PEFT model's is its base model's."""
-    return model.get_base_model().config if hasattr(model, "get_base_model") else model.config
 
 
 TASK = TextClassification()
