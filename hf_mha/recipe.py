@@ -99,6 +99,10 @@ class DataSection(Section):
     validation_group: str | None = None
     """Column whose rows stay together when validation is split off train, e.g. `title` to hold out whole SQuAD
     articles so that no passage is seen in training and in evaluation. Default: rows are split one by one."""
+    cv_folds: int | None = Field(None, ge=2)
+    cv_fold: int | None = Field(None, ge=0)
+    """With cv_folds (`mha-ft cv` sets both): train is cut into cv_folds seeded folds (stratified by label,
+    grouped by validation_group) and fold cv_fold is the validation split; the data's own validation is unused."""
     token_column: str = "tokens"
     """Token classification: the column holding each sentence's words (a list of strings). Inputs without it
     but with a `text` column are split on whitespace."""
@@ -139,6 +143,14 @@ class DataSection(Section):
         if self.long_text != "truncate" and len(self.text_columns) > 1:
             raise ValueError(f"data.long_text: {self.long_text} cuts one text; sentence pairs "
                              f"({', '.join(self.text_columns)}) are truncated: use long_text truncate")
+        return self
+
+    @model_validator(mode="after")
+    def _fold_in_range(self) -> "DataSection":
+        if (self.cv_folds is None) != (self.cv_fold is None):
+            raise ValueError("data.cv_fold and data.cv_folds go together (fold i of k); `mha-ft cv` sets both")
+        if self.cv_folds is not None and self.cv_fold >= self.cv_folds:
+            raise ValueError(f"data.cv_fold: {self.cv_fold} is not a fold of {self.cv_folds}; folds count from 0")
         return self
 
     @model_validator(mode="after")
@@ -216,6 +228,8 @@ class Recipe(Section):
     output_dir: str = "runs/run"
     keep_checkpoints: bool = False
     """Checkpoints are kept while a run is in progress (to resume); a finished run removes them unless True."""
+    search: dict[str, Any] = Field(default_factory=dict)
+    """`mha-ft search`: the keys to vary and their ranges (hf_mha.search_space); ignored by `train`."""
 
     # Where the recipe came from: relative data paths are looked up beside it too.
     source: str | None = Field(None, exclude=True)
@@ -224,6 +238,14 @@ class Recipe(Section):
     @classmethod
     def _training_arguments(cls, value: dict[str, Any]) -> dict[str, Any]:
         return _check_training_arguments(value)
+
+    @field_validator("search")
+    @classmethod
+    def _search_space(cls, value: dict[str, Any]) -> dict[str, Any]:
+        from .search_space import parse_space
+
+        parse_space(value)
+        return value
 
     def train_options(self) -> TrainOptions:
         return TrainOptions.model_validate({k: v for k, v in self.train.items() if k in OWN_TRAIN_KEYS})

@@ -116,6 +116,29 @@ def check_same_recipe(out: Path, recipe: Recipe) -> None:
         )
 
 
+def check_study_folder(out: Path, marker: str, recipe: Recipe, overwrite: bool, verb: str) -> None:
+    """The folder of a command that trains many runs (`search`, `cv`): new, or one this verb started with the same
+    recipe (`marker` holds it), which the command continues; --overwrite starts it over. Never a run or a folder
+    of someone else's files."""
+    if out.exists() and not out.is_dir():
+        raise UserError(f"output_dir {out} is a file; choose a folder for the {verb}: output_dir=PATH")
+    if not out.is_dir() or not [p for p in out.iterdir() if p.name != LOCK_FILE]:
+        return
+    if not (out / marker).is_file():
+        what = "a run" if (out / RECIPE_FILE).is_file() else f"files that are not an mha-ft {verb}"
+        raise UserError(f"output_dir {out} holds {what}; choose a new folder for the {verb}: output_dir=PATH")
+    if overwrite:
+        return
+    saved = flat_keys(yaml.safe_load((out / marker).read_text(encoding="utf-8")) or {})
+    given = flat_keys(recipe.model_dump(mode="json", exclude={"source"}))
+    differing = [f"{key} ({echo(saved.get(key), 60)} in it, {echo(given.get(key), 60)} now)"
+                 for key in sorted(set(saved) | set(given)) if saved.get(key) != given.get(key)]
+    if differing:
+        raise UserError(f"output_dir {out} holds a {verb} of another recipe: {'; '.join(differing[:4])}. Continue it "
+                        f"with mha-ft {verb} --recipe {out / marker}, start over with --overwrite, or choose another "
+                        "output_dir=PATH")
+
+
 def _resumable(key: str) -> bool:
     section, _, name = key.partition(".")
     return section == "train" and name.split(".")[0] in RESUMABLE_TRAIN_KEYS

@@ -159,7 +159,10 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
 
     defaults = _defaults()
     if metric_for_best:
-        defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best}
+        from .metrics import greater_is_better
+
+        defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best,
+                     "greater_is_better": greater_is_better(metric_for_best)}
     if torch.cuda.is_available() and "fp16" not in recipe.train and "bf16" not in recipe.train:
         defaults["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
     values = defaults | {key: value for key, value in recipe.train.items() if key not in OWN_TRAIN_KEYS}
@@ -295,8 +298,10 @@ def validate(recipe: Recipe, overwrite: bool = False, resume: bool | None = None
     }
 
 
-def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, console=None) -> dict[str, float]:
-    """Fine-tune as the recipe says; return the flat metrics also written to metrics.json."""
+def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, console=None,
+          callbacks: tuple = ()) -> dict[str, float]:
+    """Fine-tune as the recipe says; return the flat metrics also written to metrics.json. `callbacks` join the
+    Trainer's (`mha-ft search` reports each evaluation to its trial through one)."""
     from accelerate import PartialState
 
     out = Path(recipe.output_dir)
@@ -310,10 +315,10 @@ def train(recipe: Recipe, overwrite: bool = False, resume: bool | None = None, c
             if what == REPLACE and state.is_main_process:
                 clear_output_dir(out)
         plan = prepare(recipe)
-        return _train(plan, checkpoint, console)
+        return _train(plan, checkpoint, console, callbacks)
 
 
-def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
+def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -> dict[str, float]:
     from transformers.trainer_callback import ProgressCallback
 
     recipe, task, raw, labels, tokenizer, args = plan.recipe, plan.task, plan.raw, plan.labels, plan.tokenizer, plan.args
@@ -327,7 +332,7 @@ def _train(plan: Plan, checkpoint: str | None, console) -> dict[str, float]:
         data_collator=task.collator(tokenizer, recipe),
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
-        callbacks=[guard, *plan.tuning.callbacks(), *early_stopping(recipe)],
+        callbacks=[guard, *plan.tuning.callbacks(), *early_stopping(recipe), *callbacks],
         optimizer_cls_and_kwargs=plan.tuning.optimizer(plan.model, args),
         compute_loss_func=plan.compute_loss,
     )

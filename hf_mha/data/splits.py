@@ -57,8 +57,10 @@ def load_raw(recipe: Recipe) -> DatasetDict:
         raise UserError("data: give data.dataset (hub name) or data.files.train (a local file)")
     if "train" not in raw:
         raise UserError(f"data: no train split (found: {', '.join(raw) or 'none'}); set data.files.train")
-    if "validation" not in raw:
-        seed = int(recipe.train.get("seed", 42))
+    seed = int(recipe.train.get("seed", 42))
+    if data.cv_folds is not None:
+        raw["train"], raw["validation"] = fold_split(raw["train"], data, seed)
+    elif "validation" not in raw:
         if data.validation_group:
             raw["train"], raw["validation"] = split_by_group(raw["train"], data.validation_group, data.validation_fraction, seed)
         else:
@@ -85,6 +87,8 @@ def load_split(recipe: Recipe, split: str) -> Dataset:
     held out of train needs the train file, and a hub dataset is loaded whole."""
     files = recipe.data.files
     given = {name: path for name, path in vars(files).items() if path} if files is not None else {}
+    if recipe.data.cv_folds is not None:  # a fold's validation is a part of train, not the validation file
+        given.pop("validation", None)
     if split in given:
         path = data_file(given[split], f"data.files.{split}")
         return _limited(split, read_file(path, f"data.files.{split}", recipe.data), recipe.data)
@@ -96,6 +100,37 @@ def load_split(recipe: Recipe, split: str) -> Dataset:
     if split not in have:
         raise UserError(f"--split: no '{split}' split in the data (have: {', '.join(have)})")
     return raw[split]
+
+
+def fold_split(ds: Dataset, data: DataSection, seed: int) -> tuple[Dataset, Dataset]:
+    """Fold `data.cv_fold` of `data.cv_folds` (seeded, shuffled) as validation, the others as train: stratified by
+    the label when it is one class per example, whole groups together with `data.validation_group`."""
+    import warnings
+
+    import numpy as np
+    from sklearn.model_selection import KFold, StratifiedGroupKFold, StratifiedKFold
+
+    folds, where = data.cv_folds, "data.cv_folds"
+    if len(ds) < folds:
+        raise UserError(f"{where}: {folds} folds of {len(ds)} training examples; use at most {len(ds)} folds")
+    labels = ds[data.label_column][:] if data.label_column in ds.column_names else None
+    stratified = labels is not None and all(isinstance(v, (str, int)) and not isinstance(v, bool) for v in labels)
+    y = np.array([str(v) for v in labels] if stratified else [0] * len(ds))
+    if data.validation_group:
+        require_columns(ds, [data.validation_group], "train", "data.validation_group")
+        groups = [str(v) for v in ds[data.validation_group][:]]
+        if len(set(groups)) < folds:
+            raise UserError(f"{where}: {folds} folds but only {len(set(groups))} '{data.validation_group}' groups "
+                            f"(data.validation_group); use at most {len(set(groups))} folds")
+        splitter, split_args = StratifiedGroupKFold(folds, shuffle=True, random_state=seed), (y, groups)
+    elif stratified:
+        splitter, split_args = StratifiedKFold(folds, shuffle=True, random_state=seed), (y,)
+    else:
+        splitter, split_args = KFold(folds, shuffle=True, random_state=seed), ()
+    with warnings.catch_warnings():  # a label rarer than the folds: some folds lack it, as the counts show
+        warnings.simplefilter("ignore", UserWarning)
+        train, validation = list(splitter.split(np.zeros(len(ds)), *split_args))[data.cv_fold]
+    return ds.select(sorted(train)), ds.select(sorted(validation))
 
 
 def split_by_group(ds: Dataset, column: str, fraction: float, seed: int) -> tuple[Dataset, Dataset]:

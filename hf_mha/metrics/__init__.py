@@ -66,6 +66,15 @@ _DEFAULTS = {
 _OFFLINE_ENV = ("HF_HUB_OFFLINE", "HF_DATASETS_OFFLINE", "HF_EVALUATE_OFFLINE", "TRANSFORMERS_OFFLINE")
 
 
+#: Scores where lower is better (errors and losses); every other metric is maximised.
+LOWER_IS_BETTER = ("mse", "hamming_loss", "loss")
+
+
+def greater_is_better(name: str) -> bool:
+    """Whether a larger value of the metric `name` (with or without the eval_ prefix) is the better model."""
+    return not name.removeprefix("eval_").endswith(LOWER_IS_BETTER)
+
+
 def default_metric_names(problem_type: str) -> list[str]:
     """The metrics reported when a recipe lists none (classification: accuracy, f1, mcc; regression: pearson,
     spearman, mse)."""
