@@ -367,6 +367,7 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
             )
             metrics |= split_metrics
     if main:
+        from .model_card import write_model_card
         from .reports import save_loss_curve_png
 
         with _stop_on_write_error(out, needed):
@@ -381,6 +382,7 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
         if stopped:
             fsutil.write_json(out / EARLY_STOPPING_FILE, stopped)
             say(console, stopped["summary"])
+        write_model_card(out, recipe, metrics, out)
         fsutil.write_json(out / FINISHED_MARKER, metrics)
         print_results(console, metrics, reports, out)
     return metrics
