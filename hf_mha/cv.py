@@ -19,6 +19,7 @@ from pathlib import Path
 
 from . import fsutil
 from .console import say
+from .data_report import check_data
 from .errors import RunStopped, UserError
 from .recipe import Recipe, recipe_from_dict
 from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, clear_output_dir
@@ -47,7 +48,9 @@ def plan_cv(recipe: Recipe, folds: int, overwrite: bool = False) -> CvPlan:
     out = Path(recipe.output_dir)
     marked = recipe.model_copy(update={"data": recipe.data.model_copy(update={"cv_folds": folds})})
     check_study_folder(out, CV_RECIPE, marked, overwrite, "cv")
-    return CvPlan(recipe, [fold_recipe(recipe, folds, i) for i in range(folds)], out)
+    plan = CvPlan(recipe, [fold_recipe(recipe, folds, i) for i in range(folds)], out)
+    check_data(plan.folds[0])  # files, columns, labels, and folds the data can fill
+    return plan
 
 
 def fold_recipe(recipe: Recipe, folds: int, fold: int) -> Recipe:

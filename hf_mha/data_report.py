@@ -117,3 +117,15 @@ def conll_blocks(path: Path) -> int:
     blocks = [block for block in re.split(r"\n[ \t\r]*\n", text) if block.strip()]
     return sum(1 for block in blocks if not all(line.startswith("-DOCSTART-") or not line.strip()
                                                 for line in block.splitlines()))
+
+
+def check_data(recipe: Recipe):
+    """Read the recipe's splits and check their columns and labels, as `train` does before it loads the model:
+    for commands that train many runs (`search`, `cv`), before they write anything. Returns the splits."""
+    from .data import load_raw
+    from .tasks import get_task
+
+    raw = load_raw(recipe)
+    get_task(recipe.task).labels(raw, recipe)
+    return raw
+

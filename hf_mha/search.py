@@ -26,6 +26,7 @@ from typing import Any
 
 from . import fsutil
 from .console import say
+from .data_report import check_data
 from .errors import RunStopped, UserError, echo
 from .metrics import greater_is_better
 from .recipe import Recipe, recipe_from_dict
@@ -74,6 +75,7 @@ def plan_search(recipe: Recipe, trials: int, overwrite: bool = False) -> SearchP
     check_space(base, space)
     plan = SearchPlan(base, space, trials, out)
     check_study_folder(out, SEARCH_RECIPE, plan.searched(), overwrite, "search")
+    check_data(base)
     return plan
 
 

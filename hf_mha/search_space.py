@@ -59,7 +59,18 @@ def _flat(section: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return flat
 
 
+def _number(value):
+    """YAML 1.1 reads 1e-3 (no dot) as a string; a bound written that way is still the number."""
+    if isinstance(value, str):
+        try:
+            return float(value)
+        except ValueError:
+            return value
+    return value
+
+
 def _bounds(where: str, kind: str, values: list) -> list:
+    values = [_number(v) for v in values] if kind != "int" else values
     numbers = all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in values)
     if len(values) != 2 or not numbers or (kind == "int" and not all(isinstance(v, int) for v in values)):
         raise ValueError(f"{where}: {kind} takes [low, high], e.g. {{{kind}: {_example(kind)}}}")

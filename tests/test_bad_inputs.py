@@ -62,6 +62,16 @@ class Env:
             shutil.copytree(self.run, target)
         return target
 
+    def prefix_run(self) -> Path:
+        """A finished run as a prefix-tuning run leaves it, as far as export reads before loading: its recipe and
+        the marker of a PEFT adapter."""
+        folder = self.copy_run("prefix-run")
+        recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
+        recipe |= {"tuning": {"method": "prefix", "num_virtual_tokens": 4}, "output_dir": str(folder)}
+        (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
+        (folder / "adapter_config.json").write_text("{}")
+        return folder
+
     def recipe(self, name: str, text: str | bytes) -> list[str]:
         return ["train", "--recipe", str(self.write(name, text))]
 
@@ -286,6 +296,23 @@ CATALOGUE = [
     Case("predict-missing-column", "predict input without the recipe's text column",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.write("in.csv", "body\nhello\n")), "--output", str(e.out / "p.jsonl")],
          "column 'text' not in"),
+    Case("search-no-trials", "search with --trials 0", lambda e: ["search", *e.train()[1:], "--trials", "0"],
+         "--trials must be 1 or more"),
+    Case("search-bad-range", "a search range whose log scale starts at 0",
+         lambda e: ["search", *e.train("search.train.learning_rate={log_uniform: [0, 1e-3]}")[1:], "--trials", "2"],
+         "search.train.learning_rate: log_uniform needs low > 0"),
+    Case("search-invalid-value", "a search choice that makes an invalid recipe",
+         lambda e: ["search", *e.train("search.train.per_device_train_batch_size={choice: [8, 0]}")[1:], "--trials", "2"],
+         "search.train.per_device_train_batch_size: the value 0 makes an invalid recipe"),
+    Case("search-into-a-run", "a search whose output_dir holds a run",
+         lambda e: ["search", *e.train(f"output_dir={e.run}")[1:], "--trials", "2"],
+         "holds a run; choose a new folder for the search"),
+    Case("search-missing-column", "a search on data without the text column, refused before any trial",
+         lambda e: ["search", *e.train("data.text_columns=[body]")[1:], "--trials", "2"], "column 'body' not in"),
+    Case("cv-one-fold", "cross-validation with one fold", lambda e: ["cv", *e.train()[1:], "--folds", "1"],
+         "--folds must be 2 or more"),
+    Case("cv-more-folds-than-examples", "more folds than training examples",
+         lambda e: ["cv", *e.train()[1:], "--folds", "500"], "data.cv_folds: 500 folds of"),
     Case("compare-one-run", "compare with a single run", lambda e: ["compare", str(e.run)],
          "compare: give two or more finished run folders (got 1)"),
     Case("compare-not-a-run", "compare with a folder that is not a run",
@@ -305,6 +332,27 @@ CATALOGUE = [
     Case("predict-output-in-run", "predict writing over a file of the run",
          lambda e: ["predict", "--run", str(e.run), "--input", str(e.files["test"]), "--output", str(e.run / "predictions.jsonl")],
          "write the predictions outside the run folder"),
+    Case("predict-run-and-model", "predict with both --run and --model",
+         lambda e: ["predict", "--run", str(e.run), "--model", str(e.run), "--input", str(e.files["test"]), "--output", str(e.out / "p.jsonl")],
+         "predict: give --run DIR or --model DIR, not both"),
+    Case("predict-nothing", "predict with neither --run nor --model",
+         lambda e: ["predict", "--input", str(e.files["test"]), "--output", str(e.out / "p.jsonl")],
+         "predict: give --run DIR, or --model DIR with --recipe R"),
+    Case("predict-model-without-recipe", "predict --model on a folder with no recipe.yaml and no --recipe",
+         lambda e: ["predict", "--model", str(e.write("bare/config.json", "{}").parent), "--input", str(e.files["test"]), "--output", str(e.out / "p.jsonl")],
+         "holds no recipe.yaml; add --recipe R"),
+    Case("predict-int8-without-graph", "predict --int8 with a folder that holds no int8 ONNX graph",
+         lambda e: ["predict", "--run", str(e.run), "--int8", "--input", str(e.files["test"]), "--output", str(e.out / "p.jsonl")],
+         "holds no model.int8.onnx; export the run with mha-ft export --format onnx --quantize int8"),
+    Case("export-unknown-format", "export to a format that is not one",
+         lambda e: ["export", "--run", str(e.run), "--out", str(e.out), "--format", "tflite"],
+         "--format: unknown format 'tflite'; choose transformers or onnx"),
+    Case("export-quantize-without-onnx", "export --quantize without --format onnx",
+         lambda e: ["export", "--run", str(e.run), "--out", str(e.out), "--quantize", "int8"],
+         "--quantize int8 needs --format onnx"),
+    Case("export-onnx-unmergeable", "export --format onnx of a prefix-tuning run (no single graph), refused before loading",
+         lambda e: ["export", "--run", str(e.prefix_run()), "--out", str(e.out), "--format", "onnx"],
+         "cannot be one ONNX graph, since prefix adds virtual tokens to the input"),
     Case("cp-unknown", "copying a recipe that is not built in", lambda e: ["cp", "quickstrt", str(e.out)],
          "no built-in recipe 'quickstrt' (did you mean 'quickstart'?)"),
     Case("cp-existing", "copying over an existing file", lambda e: ["cp", "quickstart", str(e.write("exists.yaml", "x"))],
