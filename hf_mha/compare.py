@@ -68,8 +68,9 @@ def _cell(value: Any) -> str:
     return str(value)
 
 
-def plot(folders: list[Path], metric: str, path: Path) -> Path:
-    """Two panels: `metric` per run (bars), and the validation curve of `metric` of every run against step."""
+def plot(folders: list[Path], metric: str, path: Path, throughput: list[float] | None = None) -> Path:
+    """Two panels: `metric` per run (bars), and the validation curve of `metric` of every run against step; with
+    `throughput`, a third: `metric` against predict samples/s (the accuracy/speed frontier)."""
     from .reports import new_figure, log_points, save_png
 
     metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
@@ -77,8 +78,8 @@ def plot(folders: list[Path], metric: str, path: Path) -> Path:
         known = sorted({k for m in metrics for k in m
                         if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))})
         raise UserError(f"--metric: no run has {metric!r}; metrics: {', '.join(known)}")
-    figure = new_figure(11, 4.5, layout="constrained")
-    bars, curves = figure.subplots(1, 2)
+    figure = new_figure(16 if throughput else 11, 4.5, layout="constrained")
+    bars, curves, *frontier = figure.subplots(1, 3 if throughput else 2)
     names = [f.name for f in folders]
     bars.bar(range(len(folders)), [m.get(metric, 0.0) for m in metrics], color="tab:blue")
     bars.set_xticks(range(len(folders)), names, rotation=30, ha="right")
@@ -95,20 +96,48 @@ def plot(folders: list[Path], metric: str, path: Path) -> Path:
     curves.grid(alpha=0.3)
     if curves.get_legend_handles_labels()[0]:
         curves.legend(loc="best", fontsize=8)
+    if frontier:
+        values = [m.get(metric, 0.0) for m in metrics]
+        frontier[0].scatter(throughput, values, color="tab:green")
+        for name, x, y in zip(names, throughput, values):
+            frontier[0].annotate(name, (x, y), fontsize=8, xytext=(4, 4), textcoords="offset points")
+        frontier[0].set_xlabel("predict samples/s (CPU)")
+        frontier[0].set_ylabel(metric)
+        frontier[0].set_title("accuracy against speed")
+        frontier[0].grid(alpha=0.3)
     save_png(figure, path)
     return path
 
 
-def compare(patterns: list[str], plot_path: Path | None = None, metric: str | None = None):
+def speed_rows(folders: list[Path]) -> tuple[list[str], list[list[str]], list[float]]:
+    """The frontier rows: CPU predict samples/s measured side by side (`hf_mha.speed`), the speed-up over the first
+    run, parameters and weights size."""
+    from .speed import inference_speed
+
+    measured = inference_speed(folders)
+    base = measured[0]["samples_per_second"]
+    where = f"{measured[0]['examples']} {measured[0]['split']} examples, {measured[0]['threads']} threads"
+    labels = [f"predict samples/s (CPU, {where})", "predict speed-up", "parameters", "weights MB"]
+    rows = [[f"{m['samples_per_second']:.1f}" for m in measured], [f"{m['samples_per_second'] / base:.2f}x" for m in measured],
+            [f"{m['parameters']:,}" for m in measured], [f"{m['weights_bytes'] / 2**20:.1f}" for m in measured]]
+    return labels, rows, [m["samples_per_second"] for m in measured]
+
+
+def compare(patterns: list[str], plot_path: Path | None = None, metric: str | None = None, speed: bool = False):
     """`mha-ft compare`: the run folders, the table's row labels and cells, and the PNG written (or None). The
     plot's path is checked before anything is read; its metric defaults to the first run's best-checkpoint
-    metric (the first of eval.metrics)."""
+    metric (the first of eval.metrics). With `speed`, the frontier rows too, and the plot gets the metric
+    against samples/s."""
     if plot_path is not None and not fsutil.can_write_in(fsutil.nearest_existing(plot_path.absolute().parent)):
         raise UserError(f"--plot: cannot write {plot_path} (permission denied); choose another path")
     folders = run_folders(patterns)
     labels, rows = comparison(folders)
+    throughput = None
+    if speed:
+        more_labels, more_rows, throughput = speed_rows(folders)
+        labels, rows = labels + more_labels, rows + more_rows
     if plot_path is None:
         return folders, labels, rows, None
     chosen = metric or (load_run(folders[0]).eval.metrics or ["accuracy"])[0]
-    chosen = chosen if chosen.startswith("eval_") else f"eval_{chosen}"
-    return folders, labels, rows, plot(folders, chosen, plot_path)
+    chosen = chosen if chosen.startswith(("eval_", "test_")) else f"eval_{chosen}"
+    return folders, labels, rows, plot(folders, chosen, plot_path, throughput)

@@ -91,14 +91,72 @@ def max_positions(config) -> int | None:
 def load_model(recipe: Recipe, model_class, config=None, what: str = "model", attention: str = "stock",
                **config_kwargs) -> nn.Module:
     """`recipe.model.name` as a `model_class` task model (a new head for its labels: `config_kwargs` or `config`),
-    with our attention (the recipe's backend) when `attention` is `mha`, else in the stock layout."""
+    with our attention (the recipe's backend) when `attention` is `mha`, else in the stock layout; only the
+    layers of `model.keep_layers` / `model.num_layers` when the recipe asks for a shallower student."""
+    import copy
+
     config = config if config is not None else load_config(recipe, **config_kwargs)
+    kept = kept_layers(recipe, load_config(recipe)) if recipe.model.keep_layers or recipe.model.num_layers else None
+    if kept is not None:
+        # The weights are read at the source's depth (a saved student's config says the student's), then cut.
+        config = copy.deepcopy(config)
+        config.num_hidden_layers = load_config(recipe).num_hidden_layers
 
     def loader(name, **kwargs):
         return load_pruned(model_class, name, config=config, use_safetensors=True, backend=recipe.model.backend,
                            stock=attention != "mha", **kwargs)
 
-    return _from_pretrained(loader, recipe, what)
+    model = _from_pretrained(loader, recipe, what)
+    return model if kept is None else keep_only(model, kept)
+
+
+def kept_layers(recipe: Recipe, source_config) -> list[int]:
+    """The layers of model.name a student keeps: `keep_layers`, or `num_layers` evenly spaced from layer 0."""
+    depth = getattr(source_config, "num_hidden_layers", None)
+    name = recipe.model.name
+    if depth is None:
+        raise UserError(f"model.keep_layers: the config of {name} gives no num_hidden_layers; use a BERT-style encoder")
+    if pruned_heads(source_config):
+        raise UserError(f"model.keep_layers: {name} has pruned heads; drop layers first, then prune the student "
+                        "(mha-ft heads --prune)")
+    if recipe.model.num_layers is not None:
+        if recipe.model.num_layers > depth:
+            raise UserError(f"model.num_layers: {recipe.model.num_layers} is more than the {depth} layers of {name}; a "
+                            f"student keeps at most all of them")
+        return [round(i * depth / recipe.model.num_layers) for i in range(recipe.model.num_layers)]
+    if recipe.model.keep_layers[-1] >= depth:
+        raise UserError(f"model.keep_layers: layer {recipe.model.keep_layers[-1]} is out of range: {name} has "
+                        f"{depth} layers (0 to {depth - 1})")
+    return list(recipe.model.keep_layers)
+
+
+def keep_only(model: nn.Module, kept: list[int]) -> nn.Module:
+    """The model with only the encoder layers `kept` (weights and order kept), its config saying so, so that the
+    saved folder loads in plain transformers."""
+    layers = encoder_layers(model, "keep_layers", "model")
+    stack = nn.ModuleList(layers[i] for i in kept)
+    for new, layer in enumerate(stack):  # v5 attention modules know their depth (caches, masks per layer)
+        for module in layer.modules():
+            if hasattr(module, "layer_idx"):
+                module.layer_idx = new
+    parent = next(m for m in model.modules() if any(child is layers for child in m.children()))
+    name = next(n for n, child in parent.named_children() if child is layers)
+    setattr(parent, name, stack)
+    model.config.num_hidden_layers = len(kept)
+    return model
+
+
+def encoder_layers(model: nn.Module, option: str, section: str = "tuning") -> nn.ModuleList:
+    """The stack of transformer layers: the longest ModuleList in the base model."""
+    stacks = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList)]
+    layers = max(stacks, key=len, default=None)
+    expected = getattr(model.config, "num_hidden_layers", None)
+    if layers is None or len(layers) != expected:
+        raise UserError(
+            f"{section}.{option}: {type(model).__name__} does not hold one module per layer "
+            f"(ALBERT shares one set of layer weights across depth); use it with BERT-style encoders"
+        )
+    return layers
 
 
 def load_model_folder(model_class, folder: str | Path) -> nn.Module:

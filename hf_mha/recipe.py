@@ -39,6 +39,20 @@ class ModelSection(Section):
     """Our attention's kernel (hf_mha.attention.BACKENDS): only with `attention: mha`."""
     revision: str | None = None
     trust_remote_code: bool = False
+    keep_layers: list[int] | None = None
+    """A shallower student: keep these encoder layers of model.name (0-based, in order) with their weights, e.g.
+    [0, 2, 4] of a 6-layer run. The saved model has only these layers."""
+    num_layers: int | None = Field(None, ge=1)
+    """A shallower student of N evenly spaced layers (every other of 6 for 3: [0, 2, 4]); or give keep_layers."""
+
+    @model_validator(mode="after")
+    def _one_way_to_drop_layers(self) -> "ModelSection":
+        if self.keep_layers is not None and self.num_layers is not None:
+            raise ValueError("model.keep_layers and model.num_layers both choose the layers to keep; give one")
+        if self.keep_layers is not None and (not self.keep_layers or self.keep_layers != sorted(set(self.keep_layers))
+                                             or self.keep_layers[0] < 0):
+            raise ValueError("model.keep_layers: give layer numbers from 0, each once, in increasing order, e.g. [0, 2, 4]")
+        return self
 
     @model_validator(mode="after")
     def _backend_needs_our_attention(self) -> "ModelSection":
@@ -179,6 +193,15 @@ class EvalSection(Section):
     with the model (config.json label_thresholds) and used by eval and predict."""
 
 
+class DistillSection(Section):
+    teacher: str | None = None
+    """A finished run of the same task and labels: the model also learns its soft targets (`mha-ft distill`)."""
+    temperature: float = Field(2.0, gt=0)
+    """Softens both models' distributions before they are compared (KL divergence, times temperature^2)."""
+    alpha: float = Field(0.5, ge=0, le=1)
+    """Weight of the teacher's soft targets; 1 - alpha weighs the loss on the gold labels."""
+
+
 class Recipe(Section):
     task: Literal["text-classification", "token-classification", "question-answering"] = "text-classification"
     model: ModelSection = Field(default_factory=ModelSection)
@@ -186,6 +209,7 @@ class Recipe(Section):
     tuning: TuningSection = Field(default_factory=TuningSection)
     train: dict[str, Any] = Field(default_factory=dict)
     eval: EvalSection = Field(default_factory=EvalSection)
+    distill: DistillSection = Field(default_factory=DistillSection)
     output_dir: str = "runs/run"
     keep_checkpoints: bool = False
     """Checkpoints are kept while a run is in progress (to resume); a finished run removes them unless True."""
@@ -306,6 +330,8 @@ def _absolute_paths(recipe: Recipe) -> None:
             if path:
                 setattr(recipe.data.files, split, found(path, Path.is_file))
     recipe.model.name = found(recipe.model.name, Path.is_dir)
+    if recipe.distill.teacher:
+        recipe.distill.teacher = str(Path(recipe.distill.teacher).expanduser().absolute())
     recipe.output_dir = str(Path(recipe.output_dir).expanduser().absolute())
 
 

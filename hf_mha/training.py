@@ -14,19 +14,12 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import json
 import shutil
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import torch
-from torch.utils.data import SequentialSampler
-from transformers import Trainer
-from transformers.trainer_pt_utils import LengthGroupedSampler
-from transformers.trainer_utils import TrainOutput, has_length
 
 from . import fsutil
 from .callbacks import EARLY_STOPPING_FILE, LogLines, RunGuard, early_stopping, early_stopping_record
@@ -36,87 +29,19 @@ from .data_report import SplitReport, data_warnings, split_reports
 from .env import environment
 from .losses import check_loss_options, loss_function
 from .errors import RunStopped, UserError
-from .models import load_config, load_model, load_tokenizer, max_positions
+from .distill import check_teacher, load_teacher
+from .models import kept_layers, load_config, load_model, load_tokenizer, max_positions
 from .recipe import OWN_TRAIN_KEYS, Recipe
 from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, REPLACE, RESUME, RunLock,
                          check_free_space, size_text, check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
 from .tasks import Labels, Task, get_task
+from .trainer import RunTrainer
 from .tuning import Tuning, count_trainable, resolve
 
-#: Evaluation batches hold no gradients, so they can be larger than training ones.
-EVAL_BATCH_SIZE = 64
-
-
-#: In every checkpoint: the loss sum and the training seconds of all steps up to it (see RunTrainer).
-PROGRESS_FILE = "hf_mha_progress.json"
 #: Write errors that leave a checkpoint half-written: the disk or quota is full, or the folder is not writable.
 WRITE_ERRORS = (errno.ENOSPC, errno.EDQUOT, errno.EACCES, errno.EPERM, errno.EROFS, errno.EFBIG)
-
-
-class RunTrainer(Trainer):
-    """The Trainer, with three fixes:
-
-    - transformers 5.23 groups evaluation batches by length too when `train_sampling_strategy` is
-      `group_by_length`, so predictions come back out of example order (wrong rows in predictions files, and
-      wrong NER/QA scores, which are matched to examples by position). Evaluation here always keeps the order.
-    - `group_by_length` draws each epoch's order from the global RNG at the epoch's start, which a resumed run
-      is not at (it restores the RNG of the checkpoint's step), so it trained on other batches than the
-      uninterrupted run. Here each epoch's order comes from (seed, epoch), as accelerate's seedable sampler
-      does for plain random order.
-    - A resumed run reports train_loss and train_runtime of the steps after the resume only. Each checkpoint here
-      also records the loss sum and seconds of every step before it (PROGRESS_FILE), so `train` returns the
-      whole run's: a killed and resumed run ends with the metrics of one that was never interrupted.
-    """
-
-    def _get_eval_sampler(self, eval_dataset):
-        if eval_dataset is None or not has_length(eval_dataset):
-            return None
-        return SequentialSampler(eval_dataset) if self.args.world_size <= 1 else None
-
-    def _get_train_sampler(self, train_dataset=None):
-        sampler = super()._get_train_sampler(train_dataset)
-        if type(sampler) is not LengthGroupedSampler:
-            return sampler
-        seed = self.args.data_seed if self.args.data_seed is not None else self.args.seed
-        return EpochSeededLengthGroupedSampler(sampler.batch_size, lengths=sampler.lengths, seed=seed)
-
-    def train(self, resume_from_checkpoint=None, **kwargs):
-        progress = Path(resume_from_checkpoint or "") / PROGRESS_FILE
-        self._carried = json.loads(progress.read_text()) if resume_from_checkpoint and progress.is_file() else {}
-        self._leg_start = time.time()
-        output = super().train(resume_from_checkpoint=resume_from_checkpoint, **kwargs)
-        if not self._carried:
-            return output
-        metrics, steps = dict(output.metrics), self.state.global_step
-        leg_steps = max(steps - self._initial_global_step, 1)
-        leg_runtime = metrics["train_runtime"]
-        runtime = self._carried["runtime"] + leg_runtime
-        metrics["train_loss"] = (self._carried["loss_sum"] + self._total_loss_scalar) / max(steps, 1)
-        metrics["train_runtime"] = runtime
-        metrics["train_samples_per_second"] *= leg_runtime / runtime * steps / leg_steps
-        metrics["train_steps_per_second"] = steps / runtime
-        return TrainOutput(steps, metrics["train_loss"], metrics)
-
-    def _save_checkpoint(self, model, trial):
-        super()._save_checkpoint(model, trial)
-        if self.is_world_process_zero():
-            folder = Path(self._get_output_dir(trial)) / f"checkpoint-{self.state.global_step}"
-            fsutil.write_json(folder / PROGRESS_FILE, {
-                "loss_sum": self._carried.get("loss_sum", 0.0) + self._total_loss_scalar + self._tr_loss.item(),
-                "runtime": self._carried.get("runtime", 0.0) + time.time() - self._leg_start,
-            })
-
-
-class EpochSeededLengthGroupedSampler(LengthGroupedSampler):
-    """LengthGroupedSampler whose order in epoch e depends on (seed, e) alone (the Trainer calls set_epoch)."""
-
-    def __init__(self, batch_size: int, lengths: list[int], seed: int):
-        super().__init__(batch_size, lengths=lengths)
-        self.seed = seed
-        self.set_epoch(0)
-
-    def set_epoch(self, epoch: int) -> None:
-        self.generator = torch.Generator().manual_seed(self.seed + epoch)
+#: Evaluation batches hold no gradients, so they can be larger than training ones.
+EVAL_BATCH_SIZE = 64
 
 
 def silence_libraries() -> None:
@@ -218,6 +143,7 @@ class Plan:
     checkpoint_bytes: int  # about what one checkpoint takes on disk
     data_reports: list[SplitReport]  # per split: examples, label counts, share over max_length
     compute_loss: Any  # the Trainer's compute_loss_func for class weights or focal loss; None: the model's loss
+    distiller: Any = None  # the teacher of distill.teacher and its loss (hf_mha.distill.Distiller)
 
 
 def check_output(recipe: Recipe, overwrite: bool, resume: bool | None, console=None) -> tuple[str, str | None]:
@@ -237,6 +163,10 @@ def prepare(recipe: Recipe) -> Plan:
     tuning, and the disk space a checkpoint needs."""
     silence_libraries()
     tuning = resolve(recipe)  # a misspelt option fails in a second, not after the data and the model have loaded
+    if recipe.model.keep_layers or recipe.model.num_layers:
+        kept_layers(recipe, load_config(recipe))  # layers in range, before the data is read
+    if recipe.distill.teacher:
+        check_teacher(recipe)
     training_arguments(recipe, "loss")  # values and their combinations, before any data is read
     task = get_task(recipe.task)
     raw = load_raw(recipe)
@@ -265,8 +195,9 @@ def prepare(recipe: Recipe) -> Plan:
     model = tuning.apply(load_model(recipe, task.model_class, config=config, attention=recipe.model.attention))
     needed = checkpoint_bytes(model, tuning)
     check_free_space(Path(recipe.output_dir), 2 * needed, "a checkpoint and the final model")
+    distiller = load_teacher(recipe, labels, tokenizer) if recipe.distill.teacher else None
     return Plan(recipe, tuning, task, raw, labels, metric_names, args, tokenizer, features, model,
-                count_trainable(model), needed, reports, compute_loss)
+                count_trainable(model), needed, reports, compute_loss, distiller)
 
 
 def checkpoint_bytes(model, tuning: Tuning) -> int:
@@ -336,6 +267,7 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
         optimizer_cls_and_kwargs=plan.tuning.optimizer(plan.model, args),
         compute_loss_func=plan.compute_loss,
     )
+    trainer.distiller = plan.distiller
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(LogLines())

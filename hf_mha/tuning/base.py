@@ -132,16 +132,3 @@ def count_trainable(model: nn.Module) -> dict[str, float]:
     return {
         "trainable_params": trainable, "total_params": total, "trainable_percent": 100.0 * trainable / max(total, 1),
     }
-
-
-def encoder_layers(model: nn.Module, option: str) -> nn.ModuleList:
-    """The stack of transformer layers: the longest ModuleList in the base model."""
-    stacks = [m for m in model.base_model.modules() if isinstance(m, nn.ModuleList)]
-    layers = max(stacks, key=len, default=None)
-    expected = getattr(model.config, "num_hidden_layers", None)
-    if layers is None or len(layers) != expected:
-        raise UserError(
-            f"tuning.{option}: {type(model).__name__} does not hold one module per layer "
-            f"(ALBERT shares one set of layer weights across depth); use it with BERT-style encoders"
-        )
-    return layers

@@ -12,7 +12,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
-from .base import Tuning, encoder_layers
+from ..models import encoder_layers
+from .base import Tuning
 
 
 @dataclass
