@@ -10,6 +10,6 @@ COMMON=(model.name=sentence-transformers/all-MiniLM-L6-v2 "data.files.train=$SST
         train.num_train_epochs=1 train.eval_strategy=steps train.eval_steps=50 train.save_strategy=steps
         train.save_steps=50)
 mha-ft search --recipe sst2-full --trials 6 "${COMMON[@]}" \
-  'search.tuning.method={choice: [full, lora]}' 'search.train.learning_rate={log_uniform: [2.0e-5, 2.0e-3]}' \
+  'search.tuning.method={choice: [full, lora]}' 'search.train.learning_rate={log_uniform: [2.0e-5, 6.0e-4]}' \
   'search.tuning.r={choice: [8, 16]}' output_dir=runs/search-sst2
 mha-ft train --recipe sst2-full "${COMMON[@]}" output_dir=runs/search-sst2-baseline
