@@ -64,40 +64,52 @@ def train(
     run_training(load_recipe(recipe, overrides), overwrite=overwrite, resume=resume, console=_main_process_console())
 
 
+ModelOption = typer.Option(
+    None, "--model", help="A model folder instead of --run: an mha-ft export (transformers or ONNX), or any with "
+                          "--recipe.")
+Int8Option = typer.Option(False, "--int8", help="With an ONNX export: run its model.int8.onnx instead of model.onnx.")
+
+
 @app.command("eval")
 def eval_(
     run: Optional[str] = typer.Option(None, "--run", help="A finished run folder."),
-    model: Optional[str] = typer.Option(None, "--model", help="A model folder (with --recipe) instead of --run."),
-    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe for --model."),
+    model: Optional[str] = ModelOption,
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe for --model (default: its recipe.yaml)."),
     split: str = typer.Option("validation", "--split", help="Split of the recipe's data: train, validation, test."),
     file: Optional[str] = typer.Option(None, "--file", help="Score a labelled file instead of a split."),
     file_format: str = FormatOption,
+    int8: bool = Int8Option,
     overrides: Optional[list[str]] = OverridesArgument,
 ) -> None:
-    """Score a run or a model on any split or labelled file; writes <split>_metrics.json and a report.
+    """Score a run or a model on any split or labelled file; writes <split>_metrics.json and a report (into the
+    run, the --model folder, or --recipe's output_dir).
 
     Example: mha-ft eval --run runs/quickstart --split test
     """
     from hf_mha.inference import evaluate_run
 
     evaluate_run(run=run, model=model, recipe_name=recipe, split=split, file=file, file_format=file_format,
-                 overrides=overrides, console=_main_process_console())
+                 overrides=overrides, console=_main_process_console(), int8=int8)
 
 
 @app.command()
 def predict(
-    run: str = typer.Option(..., "--run", help="A finished run folder."),
+    run: Optional[str] = typer.Option(None, "--run", help="A finished run folder (or give --model)."),
     input: str = typer.Option(..., "--input", "-i", help="csv / tsv / json / jsonl / parquet with the recipe's text columns."),
     output: str = typer.Option(..., "--output", "-o", help="Where to write one JSON line per input."),
     input_format: str = FormatOption,
+    model: Optional[str] = ModelOption,
+    recipe: Optional[str] = typer.Option(None, "--recipe", "-r", help="Recipe for --model (default: its recipe.yaml)."),
+    int8: bool = Int8Option,
 ) -> None:
-    """Predict labels (with probabilities) for new examples.
+    """Predict labels (with probabilities) for new examples, with a run or an exported model (an ONNX export runs
+    in onnxruntime).
 
-    Example: mha-ft predict --run runs/quickstart --input new.jsonl --output preds.jsonl
+    Example: mha-ft predict --model models/qs-onnx --int8 --input new.jsonl --output preds.jsonl
     """
     from hf_mha.inference import predict as run_predict
 
-    run_predict(run, input, output, input_format, console=console)
+    run_predict(run, input, output, input_format, console=console, model=model, recipe_name=recipe, int8=int8)
 
 
 @app.command("ls")
@@ -141,6 +153,7 @@ def compare(
     runs: list[str] = typer.Argument(..., help="Finished run folders, or globs such as 'runs/sst2-*'."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write a PNG: the metric per run and the overlaid validation curves."),
     metric: Optional[str] = typer.Option(None, "--metric", help="Metric for --plot (default: the first run's best-checkpoint metric)."),
+    speed: bool = typer.Option(False, "--speed", help="Also measure CPU predict samples/s of every run side by side, parameters and weights size (the accuracy/speed frontier)."),
 ) -> None:
     """Compare finished runs: the recipe keys that differ, every metric, trainable parameters, time, samples/s.
 
@@ -150,13 +163,134 @@ def compare(
 
     from hf_mha.compare import compare as compare_runs
 
-    folders, labels, rows, written = compare_runs(runs, plot, metric)
+    folders, labels, rows, written = compare_runs(runs, plot, metric, speed)
     table = Table("", *(folder.name for folder in folders), title="Runs compared (recipe keys that differ, then results)")
     for label, cells in zip(labels, rows):
         table.add_row(label, *(escape(cell) for cell in cells))
     console.print(table)
     if written is not None:
         console.print(f"Wrote {written}")
+
+
+@app.command()
+def distill(
+    teacher: str = typer.Option(..., "--teacher", "-t", help="A finished run of the same task and labels."),
+    recipe: str = RecipeOption,
+    layers: Optional[int] = typer.Option(
+        None, "--layers", help="Student of this many evenly spaced layers of the teacher, starting from its "
+                               "fine-tuned weights (sets model.name to the teacher run and model.num_layers)."),
+    overrides: Optional[list[str]] = OverridesArgument,
+    overwrite: bool = OverwriteOption,
+    resume: Optional[bool] = ResumeOption,
+) -> None:
+    """Train a student on the recipe's data and the teacher's soft targets (KL at distill.temperature, weight
+    distill.alpha against the gold labels): `mha-ft train` with distill.teacher set.
+
+    Example: mha-ft distill --teacher runs/quickstart --recipe quickstart --layers 3 output_dir=runs/qs-3l
+    """
+    from hf_mha.recipe import load_recipe
+    from hf_mha.training import train as run_training
+
+    student = [f"model.name={teacher}", f"model.num_layers={layers}"] if layers is not None else []
+    given = load_recipe(recipe, [*student, *(overrides or []), f"distill.teacher={teacher}"])
+    run_training(given, overwrite=overwrite, resume=resume, console=_main_process_console())
+
+
+@app.command()
+def compress(
+    run: str = typer.Option(..., "--run", help="A finished full fine-tuning run."),
+    out: str = typer.Option(..., "--out", "-o", help="New folder for the stages (each a run folder)."),
+    heads: Optional[float] = typer.Option(None, "--heads", help="Prune this fraction of the heads, least important first."),
+    layers: Optional[int] = typer.Option(None, "--layers", help="Keep this many evenly spaced layers (a student)."),
+    distill: bool = typer.Option(False, "--distill", help="Every trained stage learns the run's soft targets too."),
+    overrides: Optional[list[str]] = OverridesArgument,
+) -> None:
+    """Make a run smaller and faster: drop layers (a student trained from the run's weights), prune heads and train
+    again, distilling from the run with --distill; then the accuracy/speed frontier of the run and each stage,
+    measured side by side on CPU.
+
+    Example: mha-ft compress --run runs/quickstart --layers 3 --heads 0.5 --distill --out runs/qs-small
+    """
+    from rich.table import Table
+
+    from hf_mha.compare import comparison, speed_rows
+    from hf_mha.compress import plan_compress, run_compress
+
+    stages = plan_compress(Path(run), Path(out), heads, layers, distill, overrides)
+    folders = run_compress(Path(run), stages, heads, console=console)
+    labels, rows = comparison(folders)
+    with console.status("measuring CPU predict speed"):
+        more_labels, more_rows, _ = speed_rows(folders)
+    table = Table("", *(folder.name for folder in folders), title="Accuracy against speed")
+    for label, cells in zip(labels + more_labels, rows + more_rows):
+        if not label.startswith(("train_", "trainable_")):
+            table.add_row(label, *(escape(cell) for cell in cells))
+    console.print(table)
+
+
+@app.command()
+def search(
+    recipe: str = RecipeOption,
+    trials: int = typer.Option(..., "--trials", "-n", help="Trials to finish (completed or pruned), counting earlier ones."),
+    overrides: Optional[list[str]] = OverridesArgument,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the search in output_dir over."),
+) -> None:
+    """Hyperparameter search (Optuna TPE, median pruning) over the recipe's `search:` space, or a default one for
+    its method; each trial a run folder in <output_dir>/trials, search.jsonl, best_recipe.yaml. Rerun the same
+    command to continue a killed search, or with a larger --trials to extend it.
+
+    Example: mha-ft search --recipe quickstart --trials 6 output_dir=runs/qs-search
+    """
+    from rich.table import Table
+
+    from hf_mha.recipe import load_recipe
+    from hf_mha.search import BEST_RECIPE, RESULTS, best_row, plan_search, run_search
+
+    plan = plan_search(load_recipe(recipe, overrides), trials, overwrite)
+    rows = run_search(plan, overwrite, console=_main_process_console())
+    keys = list(dict.fromkeys(key for row in rows for key in row["values"]))
+    best = best_row(rows)
+    metric = next((row["metric"] for row in rows if row["metric"]), "metric")
+    table = Table("trial", "state", *(key.split(".")[-1] for key in keys), metric, "seconds", title=f"Search · {plan.out}")
+    for row in rows:
+        is_best = best is not None and row["trial"] == best["trial"]
+        table.add_row(f"{row['trial']}{' *' if is_best else ''}", row["state"],
+                      *(_cell(row["values"].get(key)) for key in keys), _cell(row["value"]), _cell(row["seconds"]))
+    console.print(table)
+    console.print(("* best trial. " if best else "") + f"Wrote {plan.out / RESULTS}" + (f" and {plan.out / BEST_RECIPE} (train it: mha-ft train --recipe "
+                                                   f"{plan.out / BEST_RECIPE})" if best else ""))
+
+
+def _cell(value) -> str:
+    return "-" if value is None else f"{value:.4g}" if isinstance(value, float) else str(value)
+
+
+@app.command()
+def cv(
+    recipe: str = RecipeOption,
+    folds: int = typer.Option(5, "--folds", "-k", help="Number of folds of the training data."),
+    overrides: Optional[list[str]] = OverridesArgument,
+    overwrite: bool = typer.Option(False, "--overwrite", help="Start the cross-validation in output_dir over."),
+) -> None:
+    """K-fold cross-validation on the training data (stratified by label, grouped by data.validation_group): one
+    run per fold in <output_dir>/fold-I, every score's mean ± std in cv.json. Rerun to continue a killed cv.
+
+    Example: mha-ft cv --recipe quickstart --folds 5 output_dir=runs/qs-cv
+    """
+    from rich.table import Table
+
+    from hf_mha.cv import RESULTS, plan_cv, run_cv
+    from hf_mha.recipe import load_recipe
+
+    plan = plan_cv(load_recipe(recipe, overrides), folds, overwrite)
+    summary = run_cv(plan, overwrite, console=_main_process_console())
+    table = Table("metric", *(f"fold {row['fold']}" for row in summary["folds"]), "mean ± std",
+                  title=f"Cross-validation · {len(summary['folds'])} folds · {plan.out}")
+    for key, mean in summary["mean"].items():
+        table.add_row(key, *(f"{row['metrics'][key]:.4f}" for row in summary["folds"]),
+                      f"[bold]{mean:.4f} ± {summary['std'][key]:.4f}[/]")
+    console.print(table)
+    console.print(f"Wrote {plan.out / RESULTS}")
 
 
 @app.command()
@@ -204,18 +338,41 @@ def env() -> None:
 def export(
     run: str = typer.Option(..., "--run", help="A finished run folder."),
     out: str = typer.Option(..., "--out", "-o", help="Folder to write; must not exist yet, or be empty."),
+    output_format: str = typer.Option(
+        "transformers", "--format", help="transformers (a plain model folder) or onnx (model.onnx for onnxruntime)."),
+    quantize: Optional[str] = typer.Option(
+        None, "--quantize",
+        help="int8: also model.int8.onnx, int8 weights (onnxruntime dynamic quantization); needs --format onnx."),
+    push_to_hub: Optional[str] = typer.Option(
+        None, "--push-to-hub", metavar="REPO",
+        help="Upload the export to this Hugging Face model repository (user/name) with your token; needs the internet."),
 ) -> None:
     """Write a run as a plain transformers model folder: adapters merged where the method allows, stock
-    attention, tokenizer. Prefix/prompt tuning and bottleneck adapters cannot merge: the folder then holds base
-    model + adapter, with a README.txt on how to load them.
+    attention, tokenizer, the run's recipe.yaml. Prefix/prompt tuning and bottleneck adapters cannot merge: the
+    folder then holds base model + adapter, with a README.txt on how to load them.
 
-    Example: mha-ft export --run runs/sst2-lora --out models/sst2-lora
+    --format onnx writes model.onnx instead of the weights (merged methods only) and checks it against torch on
+    the run's validation examples: largest logit difference, and with --quantize int8 the metric change and the
+    speed-up. `mha-ft predict --model OUT` and `eval --model OUT` run the folder.
+
+    Every export holds a README.md model card (the run's metrics in its metadata), so an upload shows a proper page.
+
+    Example: mha-ft export --run runs/sst2-lora --out models/sst2-lora-onnx --format onnx --quantize int8
     """
     from hf_mha.export import export_run
+    from hf_mha.model_card import check_hub_token, push_to_hub as upload
 
-    exported = export_run(run, out)
+    if push_to_hub is not None:
+        check_hub_token(push_to_hub)  # before the export: a missing token is known now
+    exported = export_run(run, out, output_format, quantize)
     console.print(f"{exported.summary}\nWrote {exported.out} (largest output difference from the run's model "
                   f"on a probe batch: {exported.max_abs_diff:.1e})")
+    if exported.onnx is not None:
+        style = "" if exported.onnx.within_tolerance else "[bold red]"
+        lines = [escape(line) for line in exported.onnx.lines()]
+        console.print(f"{style}{lines[0]}", *lines[1:], sep="\n")
+    if push_to_hub is not None:
+        console.print(f"Uploaded to {upload(exported.out, push_to_hub)}")
 
 
 @app.command()

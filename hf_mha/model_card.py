@@ -39,12 +39,12 @@ def scores(metrics: dict) -> dict[str, dict[str, float]]:
     return found
 
 
-def card_data(recipe: Recipe, metrics: dict, name: str):
+def card_data(recipe: Recipe, metrics: dict, name: str, library: str = "transformers"):
     from huggingface_hub import EvalResult, ModelCardData
 
     base = recipe.model.name
     on_hub = not Path(base).exists() or base == EMBEDDED_MODEL  # a local folder is no hub id
-    files = [Path(path) for path in vars(recipe.data.files or {}).values() if path]
+    files = [Path(path) for path in (vars(recipe.data.files) if recipe.data.files else {}).values() if path]
     dataset = recipe.data.dataset or (files[0].parent.name if files else "local files")
     results = [
         EvalResult(task_type=recipe.task, dataset_type=recipe.data.dataset or "json", dataset_name=dataset,
@@ -52,8 +52,9 @@ def card_data(recipe: Recipe, metrics: dict, name: str):
         for split, values in scores(metrics).items() for metric, value in values.items()
     ]
     return ModelCardData(
-        model_name=name, base_model=base if on_hub else None, library_name="transformers", pipeline_tag=recipe.task,
-        datasets=[recipe.data.dataset] if recipe.data.dataset else None, tags=["mha-ft", recipe.tuning.method],
+        model_name=name, base_model=base if on_hub else None, library_name=library, pipeline_tag=recipe.task,
+        datasets=[recipe.data.dataset] if recipe.data.dataset else None,
+        tags=["mha-ft", recipe.tuning.method, *(["onnx"] if library == "onnx" else [])],
         metrics=sorted({result.metric_type for result in results}) or None, eval_results=results or None,
     )
 
@@ -63,17 +64,18 @@ def write_model_card(folder: Path, recipe: Recipe, metrics: dict, run: Path, exp
     from huggingface_hub import ModelCard
 
     name = Path(folder).name
-    data = card_data(recipe, metrics, name)
-    body = "\n".join(_body(recipe, metrics, Path(run), name, exported))
+    data = card_data(recipe, metrics, name, "onnx" if (Path(folder) / "model.onnx").is_file() else "transformers")
+    body = "\n".join(_body(recipe, metrics, Path(run), Path(folder), exported))
     card = ModelCard(f"---\n{data.to_yaml()}\n---\n\n{body}")
     fsutil.write_text(Path(folder) / CARD_FILE, str(card))
     return Path(folder) / CARD_FILE
 
 
-def _body(recipe: Recipe, metrics: dict, run: Path, name: str, exported: str | None) -> list[str]:
+def _body(recipe: Recipe, metrics: dict, run: Path, folder: Path, exported: str | None) -> list[str]:
+    name = folder.name
     method = "full fine-tuning" if recipe.tuning.method == "full" else f"{recipe.tuning.method} (PEFT)"
     data = recipe.data.dataset or ", ".join(f"{split}: {Path(path).name}" for split, path in
-                                           vars(recipe.data.files or {}).items() if path) or "?"
+                                           (vars(recipe.data.files) if recipe.data.files else {}).items() if path) or "?"
     lines = [f"# {name}", "",
              f"A {recipe.task} model fine-tuned from `{recipe.model.name}` with [mha-ft](https://pypi.org/project/mha-ft/) "
              f"({method}, {recipe.model.attention} attention) on {data}."]
@@ -88,7 +90,7 @@ def _body(recipe: Recipe, metrics: dict, run: Path, name: str, exported: str | N
         if report.is_file():
             lines += ["", f"## Per-class report ({split})", "", "```", report.read_text(encoding="utf-8").rstrip(), "```"]
     lines += ["", "## Intended use and limits", "", *_limits(recipe)]
-    lines += ["", "## How to load it", "", *_loading(recipe, run, exported)]
+    lines += ["", "## How to load it", "", *_loading(recipe, run, folder, exported)]
     lines += ["", "## Recipe", "", "```yaml", recipe.to_yaml().rstrip(), "```", ""]
     return lines
 
@@ -125,14 +127,17 @@ def _limits(recipe: Recipe) -> list[str]:
     ]
 
 
-def _loading(recipe: Recipe, run: Path, exported: str | None) -> list[str]:
-    from .tuning import adapter_family
+def _loading(recipe: Recipe, run: Path, written: Path, exported: str | None) -> list[str]:
+    from .tuning import EXPORTED_ADAPTER, adapter_family
 
     folder = "path/to/this/folder"
-    if (Path(run) / "model.onnx").is_file() or (exported and "ONNX" in exported):
-        return ["With onnxruntime through mha-ft (or any ONNX runtime: inputs input_ids, attention_mask"
-                "[, token_type_ids]):", "", "```bash", f"mha-ft predict --model {folder} --input new.jsonl --output "
-                "predictions.jsonl", "```"]
+    if (written / EXPORTED_ADAPTER).is_dir():
+        return ["Base model and adapter, not merged: README.txt in this folder says how to load them together.", "",
+                f"Or with mha-ft: `mha-ft predict --model {folder} --input new.jsonl --output predictions.jsonl`."]
+    if (written / "model.onnx").is_file():
+        return ["With onnxruntime through mha-ft (`--int8` for model.int8.onnx), or any ONNX runtime (inputs "
+                "input_ids, attention_mask[, token_type_ids]; the tokenizer is in this folder):", "", "```bash",
+                f"mha-ft predict --model {folder} --input new.jsonl --output predictions.jsonl", "```"]
     family = adapter_family(run) if not exported else None
     if family is not None:
         imports, loader = family.LOAD_WITH

@@ -69,3 +69,21 @@ def test_push_to_hub_needs_a_token_and_says_when_the_hub_is_unreachable(tmp_path
     (tmp_path / "export").mkdir()
     with pytest.raises(UserError, match="could not upload to me/model.*The export is complete in"):
         push_to_hub(tmp_path / "export", "me/model")
+
+
+@pytest.mark.parametrize("extra", [[], ["--format", "onnx"]], ids=["transformers", "onnx"])
+def test_every_export_has_a_card_with_the_run_metrics(runs, tmp_path, extra):
+    out = tmp_path / "export"
+    result = runner.invoke(app, ["export", "--run", str(runs["lora"]), "--out", str(out), *extra])
+    assert result.exit_code == 0, result.output + repr(result.exception)
+    meta = metadata(out)
+    metrics = json.loads((runs["lora"] / "metrics.json").read_text())
+    values = {m["type"]: m["value"] for r in meta["model-index"][0]["results"] if r["dataset"]["split"] == "test"
+              for m in r["metrics"]}
+    assert values["accuracy"] == pytest.approx(metrics["test_accuracy"], abs=1e-4)
+    text = (out / "README.md").read_text()
+    assert "Exported from the run" in text
+    if extra:
+        assert meta["library_name"] == "onnx" and "mha-ft predict --model" in text
+    else:
+        assert 'pipeline("text-classification"' in text and "PeftModel" not in text  # merged: plain transformers
