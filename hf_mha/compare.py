@@ -13,7 +13,7 @@ import yaml
 
 from . import fsutil
 from .errors import UserError
-from .run_folder import FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, check_finished_run, flat_keys, load_run
+from .run_folder import FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, check_finished_run, flat_keys, load_run, scores_of
 
 #: What every run shows after its metrics, in this order.
 COST_KEYS = ("trainable_params", "trainable_percent", "train_runtime", "train_samples_per_second")
@@ -44,9 +44,7 @@ def comparison(folders: list[Path]) -> tuple[list[str], list[list[str]]]:
     metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
     keys = sorted({k for r in recipes for k in r} - {"output_dir"})
     differing = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in recipes}) > 1]
-    scores = [k for k in dict.fromkeys(k for m in metrics for k in m)
-              if k.startswith(("eval_", "test_")) and not k.endswith(("_runtime", "_per_second", "_loss"))
-              and all(isinstance(m.get(k, 0.0), (int, float)) for m in metrics)]
+    scores = list(dict.fromkeys(k for m in metrics for k in scores_of(m, with_loss=False)))
     rows, labels = [], []
     for key in differing:
         labels.append(key)

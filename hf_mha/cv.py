@@ -22,12 +22,10 @@ from .console import say
 from .data_report import check_data
 from .errors import RunStopped, UserError
 from .recipe import Recipe, recipe_from_dict
-from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, clear_output_dir
+from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, clear_output_dir, scores_of
 
 CV_RECIPE = "cv.yaml"
 RESULTS = "cv.json"
-#: Flat metrics that are costs or bookkeeping, not scores.
-NOT_SCORES = ("_runtime", "_samples_per_second", "_steps_per_second", "_epoch")
 
 
 @dataclass
@@ -84,16 +82,10 @@ def run_cv(plan: CvPlan, overwrite: bool = False, console=None) -> dict:
                     metrics = train(recipe, console=None)
                 except RunStopped as exc:
                     raise RunStopped(f"fold {i}: {exc}", exc.exit_code) from None
-            results.append({"fold": i, "run": str(run), "metrics": scores(metrics)})
+            results.append({"fold": i, "run": str(run), "metrics": scores_of(metrics)})
         summary = {"folds": results, **summarize([row["metrics"] for row in results])}
         fsutil.write_json(plan.out / RESULTS, summary)
     return summary
-
-
-def scores(metrics: dict) -> dict[str, float]:
-    """The validation (eval_) and test scores of a run's metrics.json."""
-    return {key: value for key, value in metrics.items()
-            if key.startswith(("eval_", "test_")) and not key.endswith(NOT_SCORES) and isinstance(value, (int, float))}
 
 
 def summarize(per_fold: list[dict[str, float]]) -> dict[str, dict[str, float]]:

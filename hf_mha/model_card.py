@@ -16,10 +16,9 @@ import yaml
 from . import fsutil
 from .errors import UserError
 from .recipe import EMBEDDED_MODEL, Recipe
+from .run_folder import scores_of
 
 CARD_FILE = "README.md"
-#: Flat metrics that are costs or bookkeeping, not scores of the model.
-NOT_SCORES = ("_loss", "_runtime", "_samples_per_second", "_steps_per_second", "_epoch")
 SPLITS = {"eval": "validation", "test": "test"}
 PIPELINE_KWARGS = {"token-classification": ', aggregation_strategy="simple"'}
 EXAMPLE_CALL = {
@@ -32,10 +31,9 @@ EXAMPLE_CALL = {
 def scores(metrics: dict) -> dict[str, dict[str, float]]:
     """{split: {metric: value}} for the validation and test scores in a run's flat metrics."""
     found: dict[str, dict[str, float]] = {}
-    for key, value in metrics.items():
+    for key, value in scores_of(metrics, with_loss=False).items():
         prefix, _, name = key.partition("_")
-        if prefix in SPLITS and name and not key.endswith(NOT_SCORES) and isinstance(value, (int, float)):
-            found.setdefault(SPLITS[prefix], {})[name] = float(value)
+        found.setdefault(SPLITS[prefix], {})[name] = float(value)
     return found
 
 

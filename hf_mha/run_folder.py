@@ -38,6 +38,17 @@ RESULT_SECTIONS = ("task", "model.", "data.", "tuning.", "train.", "eval.")
 RECORDED_BY_THE_RUN = ("data.version_2_with_negative",)
 
 
+#: Flat metrics of a split that are costs or bookkeeping (metrics.json's eval_runtime, ...), not scores.
+NOT_SCORES = ("_runtime", "_samples_per_second", "_steps_per_second", "_epoch")
+
+
+def scores_of(metrics: dict, with_loss: bool = True) -> dict[str, float]:
+    """The validation (eval_) and test scores in a run's flat metrics, the loss too unless `with_loss` is False."""
+    skip = NOT_SCORES if with_loss else (*NOT_SCORES, "_loss")
+    return {key: value for key, value in metrics.items() if key.startswith(("eval_", "test_"))
+            and not key.endswith(skip) and isinstance(value, (int, float)) and not isinstance(value, bool)}
+
+
 def complete_checkpoints(out: Path) -> list[Path]:
     """Checkpoints the Trainer finished writing, oldest first."""
     found = [p for p in Path(out).glob("checkpoint-*") if re.fullmatch(r"checkpoint-\d+", p.name)]
