@@ -13,7 +13,7 @@ import yaml
 
 from . import fsutil
 from .errors import UserError
-from .run_folder import FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, check_finished_run, flat_keys, load_run, scores_of
+from .run_folder import LOG_HISTORY_FILE, RECIPE_FILE, check_finished_run, flat_keys, load_run, run_metrics, scores_of
 
 #: What every run shows after its metrics, in this order.
 COST_KEYS = ("trainable_params", "trainable_percent", "train_runtime", "train_samples_per_second")
@@ -41,7 +41,7 @@ def run_folders(patterns: list[str]) -> list[Path]:
 def comparison(folders: list[Path]) -> tuple[list[str], list[list[str]]]:
     """Row labels and, per row, one cell per run: differing recipe keys, metrics, cost."""
     recipes = [flat_keys(yaml.safe_load((f / RECIPE_FILE).read_text(encoding="utf-8")) or {}) for f in folders]
-    metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
+    metrics = [run_metrics(f) for f in folders]
     keys = sorted({k for r in recipes for k in r} - {"output_dir"})
     differing = [k for k in keys if len({json.dumps(r.get(k), sort_keys=True, default=str) for r in recipes}) > 1]
     scores = list(dict.fromkeys(k for m in metrics for k in scores_of(m, with_loss=False)))
@@ -71,7 +71,7 @@ def plot(folders: list[Path], metric: str, path: Path, throughput: list[float] |
     `throughput`, a third: `metric` against predict samples/s (the accuracy/speed frontier)."""
     from .reports import new_figure, log_points, save_png
 
-    metrics = [json.loads((f / FINISHED_MARKER).read_text(encoding="utf-8")) for f in folders]
+    metrics = [run_metrics(f) for f in folders]
     if not any(metric in m for m in metrics):
         known = sorted({k for m in metrics for k in m
                         if k.startswith("eval_") and not k.endswith(("_runtime", "_per_second"))})

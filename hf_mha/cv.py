@@ -12,7 +12,6 @@ not used; a test split is scored by every fold. The cv folder (the recipe's outp
 
 from __future__ import annotations
 
-import json
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,7 +21,7 @@ from .console import say
 from .data_report import check_data
 from .errors import RunStopped, UserError
 from .recipe import Recipe, recipe_from_dict
-from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, clear_output_dir, scores_of
+from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, clear_output_dir, run_metrics, scores_of
 
 CV_RECIPE = "cv.yaml"
 RESULTS = "cv.json"
@@ -34,6 +33,10 @@ class CvPlan:
     folds: list[Recipe]
     out: Path
 
+    def marked(self) -> Recipe:
+        """The recipe with its fold count (cv.yaml): what a continued cv must match."""
+        return self.recipe.model_copy(update={"data": self.recipe.data.model_copy(update={"cv_folds": len(self.folds)})})
+
 
 def plan_cv(recipe: Recipe, folds: int, overwrite: bool = False) -> CvPlan:
     """The fold recipes, checked, and the folder: before any data or model is loaded."""
@@ -44,9 +47,8 @@ def plan_cv(recipe: Recipe, folds: int, overwrite: bool = False) -> CvPlan:
     if str(recipe.train.get("eval_strategy", "epoch")) == "no":
         raise UserError("cv: each fold is scored on its held-out part; remove train.eval_strategy=no")
     out = Path(recipe.output_dir)
-    marked = recipe.model_copy(update={"data": recipe.data.model_copy(update={"cv_folds": folds})})
-    check_study_folder(out, CV_RECIPE, marked, overwrite, "cv")
     plan = CvPlan(recipe, [fold_recipe(recipe, folds, i) for i in range(folds)], out)
+    check_study_folder(out, CV_RECIPE, plan.marked(), overwrite, "cv")
     check_data(plan.folds[0])  # files, columns, labels, and folds the data can fill
     return plan
 
@@ -68,14 +70,13 @@ def run_cv(plan: CvPlan, overwrite: bool = False, console=None) -> dict:
         if overwrite:
             clear_output_dir(plan.out)
         if not (plan.out / CV_RECIPE).is_file():
-            marked = plan.recipe.model_copy(update={"data": plan.recipe.data.model_copy(update={"cv_folds": len(plan.folds)})})
-            fsutil.write_text(plan.out / CV_RECIPE, marked.to_yaml())
+            fsutil.write_text(plan.out / CV_RECIPE, plan.marked().to_yaml())
         results = []
         for i, recipe in enumerate(plan.folds):
             run = Path(recipe.output_dir)
             if (run / FINISHED_MARKER).is_file():
                 say(console, f"fold {i} of {len(plan.folds)}: finished before, {run}")
-                metrics = json.loads((run / FINISHED_MARKER).read_text(encoding="utf-8"))
+                metrics = run_metrics(run)
             else:
                 say(console, f"[bold]fold {i}[/] of {len(plan.folds)} · {run}")
                 try:

@@ -57,13 +57,13 @@ def check_teacher_labels(recipe: Recipe, labels: Labels, teacher_labels: Labels)
                         f"recipe's data has [{shown(labels.names)}]: distil on data with the teacher's label set")
 
 
-def load_teacher(recipe: Recipe, labels: Labels, student_tokenizer) -> "Distiller":
-    """The teacher of `recipe.distill`, checked against the student's labels and tokenizer, ready to run."""
+def load_teacher(recipe: Recipe, taught: Recipe, labels: Labels, student_tokenizer) -> "Distiller":
+    """The teacher of `recipe.distill` (its run's recipe `taught`, from `check_teacher`), checked against the
+    student's labels and tokenizer, ready to run."""
     from .tasks import get_task
     from .tuning import load_tuned_model
 
     teacher_dir = Path(recipe.distill.teacher)
-    taught = check_teacher(recipe)
     tokenizer = load_tokenizer(taught, str(teacher_dir))
     if tokenizer.get_vocab() != student_tokenizer.get_vocab():
         raise UserError(f"distill.teacher: {teacher_dir} uses another vocabulary ({len(tokenizer):,} tokens against "

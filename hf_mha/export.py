@@ -24,7 +24,6 @@ Every export holds the run's recipe.yaml, so `mha-ft eval --model` and `predict 
 from __future__ import annotations
 
 import inspect
-import json
 import shutil
 import tempfile
 from dataclasses import dataclass
@@ -37,7 +36,7 @@ from .errors import UserError
 from .inference import SavedModel, metrics_of
 from .models import load_tokenizer, task_model, with_all_heads
 from .recipe import Recipe
-from .run_folder import FINISHED_MARKER, RECIPE_FILE, check_new_folder, load_run
+from .run_folder import RECIPE_FILE, check_new_folder, load_run, run_metrics
 from .tasks import get_task
 from .training import silence_libraries
 from .tuning import EXPORTED_ADAPTER, adapter_family, load_base_model, load_tuned_model, resolve
@@ -113,8 +112,7 @@ def _write_card(staging: Path, recipe: Recipe, run: Path, summary: str, check) -
     if check is not None:
         graphs = "model.onnx and model.int8.onnx (int8 weights)" if (staging / onnx_export.INT8_FILE).is_file() else "model.onnx"
         how = f"{graphs}, traced from the plain model with torch.onnx; " + "; ".join(check.lines())
-    metrics = json.loads((run / FINISHED_MARKER).read_text(encoding="utf-8"))
-    write_model_card(staging, recipe, metrics, run, exported=how)
+    write_model_card(staging, recipe, run_metrics(run), run, exported=how)
 
 
 def check_format(output_format: str, quantize: str | None) -> None:

@@ -96,11 +96,13 @@ def load_model(recipe: Recipe, model_class, config=None, what: str = "model", at
     import copy
 
     config = config if config is not None else load_config(recipe, **config_kwargs)
-    kept = kept_layers(recipe, load_config(recipe)) if recipe.model.keep_layers or recipe.model.num_layers else None
-    if kept is not None:
+    kept = None
+    if recipe.model.keep_layers or recipe.model.num_layers:
+        source = load_config(recipe)
+        kept = kept_layers(recipe, source)
         # The weights are read at the source's depth (a saved student's config says the student's), then cut.
         config = copy.deepcopy(config)
-        config.num_hidden_layers = load_config(recipe).num_hidden_layers
+        config.num_hidden_layers = source.num_hidden_layers
 
     def loader(name, **kwargs):
         return load_pruned(model_class, name, config=config, use_safetensors=True, backend=recipe.model.backend,

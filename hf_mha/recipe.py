@@ -279,16 +279,22 @@ def parse_override(text: str) -> tuple[list[str], Any]:
 def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     for text in overrides:
         keys, value = parse_override(text)
-        node = raw
-        for key in keys[:-1]:
-            child = node.get(key)
-            if child is None:
-                child = node[key] = {}
-            if not isinstance(child, dict):
-                raise UserError(f"override '{text}': '{key}' holds a value, not a section")
-            node = child
-        node[keys[-1]] = value
+        set_key(raw, keys, value, f"override '{text}'")
     return raw
+
+
+def set_key(raw: dict[str, Any], keys: list[str], value: Any, where: str) -> None:
+    """`raw[keys[0]][keys[1]]... = value`, making the sections that are missing or null; `where` names the
+    setting in the error when a key on the way holds a value."""
+    node = raw
+    for key in keys[:-1]:
+        child = node.get(key)
+        if child is None:
+            child = node[key] = {}
+        if not isinstance(child, dict):
+            raise UserError(f"{where}: '{key}' holds a value, not a section")
+        node = child
+    node[keys[-1]] = value
 
 
 def load_recipe(name_or_path: str, overrides: list[str] | None = None) -> Recipe:

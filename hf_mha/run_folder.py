@@ -42,6 +42,11 @@ RECORDED_BY_THE_RUN = ("data.version_2_with_negative",)
 NOT_SCORES = ("_runtime", "_samples_per_second", "_steps_per_second", "_epoch")
 
 
+def run_metrics(run: str | Path) -> dict:
+    """A finished run's flat metrics (its metrics.json)."""
+    return json.loads((Path(run) / FINISHED_MARKER).read_text(encoding="utf-8"))
+
+
 def scores_of(metrics: dict, with_loss: bool = True) -> dict[str, float]:
     """The validation (eval_) and test scores in a run's flat metrics, the loss too unless `with_loss` is False."""
     skip = NOT_SCORES if with_loss else (*NOT_SCORES, "_loss")

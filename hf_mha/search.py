@@ -16,7 +16,6 @@ The study maximises; a metric where lower is better (mse, hamming_loss) is negat
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from dataclasses import dataclass
@@ -29,8 +28,8 @@ from .console import say
 from .data_report import check_data
 from .errors import RunStopped, UserError, echo
 from .metrics import greater_is_better
-from .recipe import Recipe, recipe_from_dict
-from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, load_run
+from .recipe import Recipe, recipe_from_dict, set_key
+from .run_folder import FINISHED_MARKER, RunLock, check_study_folder, load_run, run_metrics, scores_of
 from .search_space import default_space, sample, single_values
 
 SEARCH_RECIPE = "search.yaml"
@@ -98,13 +97,7 @@ def check_space(base: Recipe, space: dict[str, tuple[str, list]]) -> None:
 def trial_recipe(base: Recipe, values: dict[str, Any], run: Path) -> Recipe:
     tree = base.model_dump(mode="json", exclude={"source"})
     for key, value in values.items():
-        *sections, name = key.split(".")
-        node = tree
-        for section in sections:
-            if not isinstance(node.get(section), dict):
-                node[section] = {}
-            node = node[section]
-        node[name] = value
+        set_key(tree, key.split("."), value, f"search.{key}")
     tree["output_dir"] = str(run)
     return recipe_from_dict(tree, base.source)
 
@@ -213,7 +206,7 @@ def _run_trial(plan: SearchPlan, study, console) -> bool:
     started = time.time()
     try:
         if (run / FINISHED_MARKER).is_file():  # finished before the search was killed, not yet told
-            metrics = json.loads((run / FINISHED_MARKER).read_text(encoding="utf-8"))
+            metrics = run_metrics(run)
         else:
             metrics = train(recipe, console=None, callbacks=(reporter.callback,))
     except RunStopped as exc:
@@ -240,10 +233,9 @@ def _run_trial(plan: SearchPlan, study, console) -> bool:
 
 
 def _best_metric_name(metrics: dict) -> str:
-    """The metric that chose the best checkpoint: the first eval_ score the task reports (metrics.json keeps the
-    task's order)."""
-    skip = ("eval_loss", "eval_runtime", "eval_samples_per_second", "eval_steps_per_second", "eval_epoch")
-    return next(key for key in metrics if key.startswith("eval_") and key not in skip).removeprefix("eval_")
+    """The metric that chose the best checkpoint: the first validation score the task reports (metrics.json keeps
+    the task's order)."""
+    return next(key for key in scores_of(metrics, with_loss=False) if key.startswith("eval_")).removeprefix("eval_")
 
 
 def _shown(value: Any) -> str:

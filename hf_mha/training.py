@@ -165,8 +165,7 @@ def prepare(recipe: Recipe) -> Plan:
     tuning = resolve(recipe)  # a misspelt option fails in a second, not after the data and the model have loaded
     if recipe.model.keep_layers or recipe.model.num_layers:
         kept_layers(recipe, load_config(recipe))  # layers in range, before the data is read
-    if recipe.distill.teacher:
-        check_teacher(recipe)
+    taught = check_teacher(recipe) if recipe.distill.teacher else None
     training_arguments(recipe, "loss")  # values and their combinations, before any data is read
     task = get_task(recipe.task)
     raw = load_raw(recipe)
@@ -195,7 +194,7 @@ def prepare(recipe: Recipe) -> Plan:
     model = tuning.apply(load_model(recipe, task.model_class, config=config, attention=recipe.model.attention))
     needed = checkpoint_bytes(model, tuning)
     check_free_space(Path(recipe.output_dir), 2 * needed, "a checkpoint and the final model")
-    distiller = load_teacher(recipe, labels, tokenizer) if recipe.distill.teacher else None
+    distiller = load_teacher(recipe, taught, labels, tokenizer) if taught is not None else None
     return Plan(recipe, tuning, task, raw, labels, metric_names, args, tokenizer, features, model,
                 count_trainable(model), needed, reports, compute_loss, distiller)
 

@@ -140,6 +140,15 @@ def write_jsonl(path: Path, rows) -> Path:
     return path
 
 
+def intent_overrides(root: Path) -> list[str]:
+    """The intent examples written to `root` as train (each twice), validation and test (every other) jsonl
+    files; returns the data.files.* overrides that point a recipe at them."""
+    rows = [{"text": t, "label": label} for t, label in INTENT_EXAMPLES]
+    return [f"data.files.train={write_jsonl(root / 'train.jsonl', rows * 2)}",
+            f"data.files.validation={write_jsonl(root / 'val.jsonl', rows)}",
+            f"data.files.test={write_jsonl(root / 'test.jsonl', rows[::2])}"]
+
+
 @pytest.fixture
 def intent_files(tmp_path) -> dict[str, Path]:
     rows = [{"text": t, "label": l} for t, l in INTENT_EXAMPLES]

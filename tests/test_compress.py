@@ -8,7 +8,7 @@ import json
 import pytest
 from typer.testing import CliRunner
 
-from conftest import INTENT_EXAMPLES, write_jsonl
+from conftest import intent_overrides
 from hf_mha.compress import plan_compress
 from hf_mha.errors import UserError
 from hf_mha_cli.main import app
@@ -19,10 +19,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def base_run(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("compress")
-    rows = [{"text": t, "label": label} for t, label in INTENT_EXAMPLES]
-    data = [f"data.files.train={write_jsonl(root / 'train.jsonl', rows * 2)}",
-            f"data.files.validation={write_jsonl(root / 'val.jsonl', rows)}",
-            f"data.files.test={write_jsonl(root / 'test.jsonl', rows[::2])}"]
+    data = intent_overrides(root)
     result = runner.invoke(app, ["train", "--recipe", "quickstart", f"model.name={tiny_model_dir}", *data,
                                  "train.max_steps=6", "train.use_cpu=true", "data.max_length=32", f"output_dir={root / 'run'}"])
     assert result.exit_code == 0, result.output + repr(result.exception)

@@ -11,7 +11,7 @@ import torch.nn.functional as F
 from transformers import AutoModelForSequenceClassification
 from typer.testing import CliRunner
 
-from conftest import INTENT_EXAMPLES, write_jsonl
+from conftest import INTENT_EXAMPLES, intent_overrides, write_jsonl
 from hf_mha.distill import Distiller, _kl
 from hf_mha.errors import UserError
 from hf_mha.models import load_model
@@ -32,10 +32,7 @@ def invoke(*args: str):
 @pytest.fixture(scope="module")
 def intent(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("distill")
-    rows = [{"text": t, "label": label} for t, label in INTENT_EXAMPLES]
-    data = [f"data.files.train={write_jsonl(root / 'train.jsonl', rows * 2)}",
-            f"data.files.validation={write_jsonl(root / 'val.jsonl', rows)}",
-            f"data.files.test={write_jsonl(root / 'test.jsonl', rows[::2])}", "train.use_cpu=true", "data.max_length=32"]
+    data = [*intent_overrides(root), "train.use_cpu=true", "data.max_length=32"]
     invoke("train", "--recipe", "quickstart", f"model.name={tiny_model_dir}", *data, "train.max_steps=8",
            f"output_dir={root / 'teacher'}")
     return root, data

@@ -9,7 +9,7 @@ import pytest
 from huggingface_hub import ModelCard
 from typer.testing import CliRunner
 
-from conftest import INTENT_EXAMPLES, write_jsonl
+from conftest import intent_overrides
 from hf_mha.errors import UserError
 from hf_mha.model_card import check_hub_token, metadata, push_to_hub
 from hf_mha_cli.main import app
@@ -21,10 +21,7 @@ runner = CliRunner()
 def runs(tmp_path_factory, tiny_model_dir):
     root = tmp_path_factory.mktemp("cards")
     (root / "data").mkdir()
-    rows = [{"text": t, "label": label} for t, label in INTENT_EXAMPLES]
-    files = [f"data.files.train={write_jsonl(root / 'data' / 'train.jsonl', rows * 2)}",
-             f"data.files.validation={write_jsonl(root / 'data' / 'val.jsonl', rows)}",
-             f"data.files.test={write_jsonl(root / 'data' / 'test.jsonl', rows[::2])}"]
+    files = intent_overrides(root / "data")
     found = {}
     for name, tuning in (("full", []), ("lora", ["tuning.method=lora", "tuning.r=4"])):
         result = runner.invoke(app, ["train", "--recipe", "quickstart", f"model.name={tiny_model_dir}", *files, *tuning,

@@ -11,7 +11,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import INTENT_EXAMPLES, write_jsonl
+from conftest import intent_overrides
 from hf_mha.data.splits import fold_split
 from hf_mha.errors import UserError
 from hf_mha.metrics import greater_is_better
@@ -26,10 +26,7 @@ runner = CliRunner()
 @pytest.fixture(scope="module")
 def tiny_args(tmp_path_factory, tiny_model_dir) -> list[str]:
     root = tmp_path_factory.mktemp("search-data")
-    rows = [{"text": t, "label": label} for t, label in INTENT_EXAMPLES]
-    files = {"train": write_jsonl(root / "train.jsonl", rows * 2), "validation": write_jsonl(root / "val.jsonl", rows),
-             "test": write_jsonl(root / "test.jsonl", rows[::2])}
-    return [f"model.name={tiny_model_dir}", *(f"data.files.{s}={p}" for s, p in files.items()),
+    return [f"model.name={tiny_model_dir}", *intent_overrides(root),
             "train.max_steps=4", "train.per_device_train_batch_size=8", "train.use_cpu=true", "data.max_length=32"]
 
 
