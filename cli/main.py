@@ -382,7 +382,12 @@ def bench(
         None, "--size", help="tiny | mini (MiniLM-L6 shape; CPU default) | base (GPU default) | large."),
     device: Optional[str] = typer.Option(None, "--device", help="cpu | cuda (default: cuda when available)."),
     section: Optional[list[str]] = typer.Option(
-        None, "--section", help="attention | train_step; repeatable (default: both)."),
+        None, "--section", help="attention | train_step | profile; repeatable (default: attention, train_step)."),
+    profile: bool = typer.Option(
+        False, "--profile", help="Where a training step's time goes (torch.profiler over Trainer.train): plain "
+        "Trainer against mha-ft's defaults, MiniLM and bert-base shapes (or --size), SST-2 and CoNLL lengths."),
+    profile_steps: Optional[int] = typer.Option(
+        None, "--profile-steps", help="Timed steps, then as many profiled, per profile case (default 10)."),
     backend: Optional[list[str]] = typer.Option(
         None, "--backend", help="Our backend(s) in the attention section; repeatable (default: all that run here)."),
     seq_len: Optional[list[int]] = typer.Option(
@@ -398,6 +403,8 @@ def bench(
         None, "--lengths-from", metavar="FILE",
         help="Train-step batch lengths: texts sampled from this csv/tsv/json/jsonl/parquet file (e.g. SST-2's "
              "train.tsv) and tokenized (default: a built-in fit of SST-2's lengths)."),
+    lengths: Optional[str] = typer.Option(
+        None, "--lengths", help="Train-step lengths without --lengths-from: sst2 (default) or conll, built-in fits."),
     text_column: Optional[str] = typer.Option(
         None, "--text-column", help="The text column of --lengths-from (default: sentence, as in SST-2)."),
     warmup: Optional[int] = typer.Option(None, "--warmup", help="Untimed rounds before timing (default 2)."),
@@ -411,14 +418,18 @@ def bench(
     stock sdpa. On a shared CPU machine, set OMP_WAIT_POLICY=PASSIVE in the environment for steadier numbers.
 
     Example: mha-ft bench --size mini --section train_step --lengths-from data/sst2/train.tsv --json bench.json
+    (and mha-ft bench --profile for the profile table of docs/benchmarks.md)
     """
     from hf_mha.bench import print_report, resolve_settings, run_bench
     from hf_mha.fsutil import write_json
 
+    if profile:
+        section = [*(section or []), "profile"]
     settings = resolve_settings(
         quick=quick, device=device, size=size, sections=section, backends=backend, seq_lens=seq_len, pad_ratios=pad,
+        profile_sizes=[size] if size and profile else None, profile_steps=profile_steps,
         attention_batch=attention_batch, train_batch=train_batch, repeats=repeats, train_steps=train_steps,
-        warmup=warmup, threads=threads, lengths_from=lengths_from, text_column=text_column,
+        warmup=warmup, threads=threads, lengths_from=lengths_from, text_column=text_column, lengths_fit=lengths,
     )
     with console.status("benchmarking") as status:
         report = run_bench(settings, progress=lambda message: status.update(message))

@@ -28,13 +28,15 @@ import torch
 import transformers
 from torch import nn
 from transformers import BertConfig, BertForSequenceClassification, BertModel
+from transformers.utils import is_flash_attn_2_available
 
 from hf_mha.attention import BACKENDS
 from hf_mha.bench_measure import (
-    BASELINE, TEXT_COLUMN, Record, autocast_for, backend_used, dense_bf16_peak, forward_backward_step,
-    forward_step, interleaved_timings, lengths_with_padding, make_records, matmul_params, our_model, padded_batch,
-    sample_lengths, stock_model, train_step, useful_flops,
+    BASELINE, LENGTH_FITS, SIZES, TEXT_COLUMN, VOCAB_SIZE, Record, bert_config, autocast_for, backend_used, dense_bf16_peak, forward_backward_step,
+    forward_step, interleaved_timings, lengths_with_padding, make_records, matmul_params, measured_gemm_peak,
+    our_model, padded_batch, sample_lengths, stock_model, train_step, useful_flops, uses_bf16,
 )
+from hf_mha.speedups import LazyEmbeddingAdamW, word_embeddings
 from hf_mha.errors import UserError
 
 __all__ = [
@@ -42,28 +44,22 @@ __all__ = [
     "resolve_settings", "run_bench", "sample_lengths",
 ]
 
-SIZES = {
-    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
-    "mini": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),  # MiniLM-L6
-    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
-    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
-}
-#: The BERT uncased WordPiece vocabulary size, which MiniLM shares: the train step pays for its embedding
-#: gradient and AdamW update as real fine-tuning does.
-VOCAB_SIZE = 30522
 #: The attention section times the layers; with the full vocabulary its dense embedding gradient
 #: (vocab x hidden, the same for every implementation) would only dilute the differences.
 ATTENTION_VOCAB_SIZE = 1024
 
 STOCK_IMPLEMENTATIONS = ("eager", "sdpa")
-SECTIONS = ("attention", "train_step")
+#: The train step as mha-ft trains by default: ours, unpadded, with row-sparse embedding updates.
+LAZY = "ours + lazy embeddings"
+SECTIONS = ("attention", "train_step", "profile")
+DEFAULT_SECTIONS = ("attention", "train_step")
 
 
 @dataclass(frozen=True)
 class BenchSettings:
     size: str = "mini"
     device: str = "cpu"
-    sections: tuple[str, ...] = SECTIONS
+    sections: tuple[str, ...] = DEFAULT_SECTIONS
     backends: tuple[str, ...] = ("reference", "sdpa", "flex")  # ours, in the attention section
     seq_lens: tuple[int, ...] = (64, 128, 256)
     pad_ratios: tuple[float, ...] = (0.0, 0.33, 0.66)
@@ -74,8 +70,12 @@ class BenchSettings:
     warmup: int = 2  # untimed rounds first: allocator, kernel selection, lazy initialisation
     threads: int = field(default_factory=torch.get_num_threads)
     seed: int = 0
-    lengths_from: str | None = None  # data file whose texts' token lengths the train step takes; None: SST-2 fit
+    lengths_from: str | None = None  # data file whose texts' token lengths the train step takes; None: lengths_fit
+    lengths_fit: str = "sst2"  # the built-in length fit of the train step without a file: sst2 or conll
     text_column: str = TEXT_COLUMN
+    profile_sizes: tuple[str, ...] = ("mini", "base")  # the profile section's models (hf_mha.bench_profile)
+    profile_lengths: tuple[str, ...] = ("sst2", "conll")
+    profile_steps: int = 10  # timed steps, then as many profiled, per case
 
 
 def default_settings(quick: bool, device: str | None) -> BenchSettings:
@@ -85,7 +85,8 @@ def default_settings(quick: bool, device: str | None) -> BenchSettings:
     if quick:
         return BenchSettings(
             size="tiny", device=device, backends=runnable_backends(device), seq_lens=(64,), pad_ratios=(0.0, 0.66),
-            attention_batch=4, train_batch=8, repeats=2, train_steps=3, warmup=1,
+            attention_batch=4, train_batch=8, repeats=2, train_steps=3, warmup=1, profile_sizes=("tiny",),
+            profile_steps=2,
         )
     return BenchSettings(size="mini" if device == "cpu" else "base", device=device, backends=runnable_backends(device))
 
@@ -99,7 +100,7 @@ def resolve_settings(quick: bool = False, device: str | None = None, **given) ->
 
 
 def runnable_backends(device: str) -> tuple[str, ...]:
-    return ("reference", "sdpa", "flex", "varlen") if device == "cuda" else ("reference", "sdpa", "flex")
+    return ("reference", "sdpa", "flex", "varlen", "nested") if device == "cuda" else ("reference", "sdpa", "flex")
 
 
 def check_settings(settings: BenchSettings) -> BenchSettings:
@@ -123,7 +124,12 @@ def check_settings(settings: BenchSettings) -> BenchSettings:
         raise UserError(f"--seq-len: each length must be between 2 and {max_positions}, got {list(settings.seq_lens)}")
     if any(not 0 <= p < 1 for p in settings.pad_ratios):
         raise UserError(f"--pad: padding ratios must be in [0, 1), got {list(settings.pad_ratios)}")
-    for name in ("attention_batch", "train_batch", "repeats", "train_steps", "threads"):
+    if settings.lengths_fit not in LENGTH_FITS or any(fit not in LENGTH_FITS for fit in settings.profile_lengths):
+        raise UserError(f"--lengths: unknown length fit; choose from {', '.join(LENGTH_FITS)}")
+    unknown = [s for s in settings.profile_sizes if s not in SIZES]
+    if unknown:
+        raise UserError(f"--size: unknown model size {unknown[0]!r}; choose one of {', '.join(SIZES)}")
+    for name in ("attention_batch", "train_batch", "repeats", "train_steps", "threads", "profile_steps"):
         if getattr(settings, name) < 1:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(settings, name)}")
     if settings.warmup < 0:
@@ -132,10 +138,6 @@ def check_settings(settings: BenchSettings) -> BenchSettings:
 
 
 # ------------------------------------------------------------------------------------------------- models
-
-
-def bert_config(size: str, vocab_size: int, **overrides) -> BertConfig:
-    return BertConfig(vocab_size=vocab_size, **SIZES[size], **overrides)
 
 
 def attention_variants(settings: BenchSettings) -> dict[str, nn.Module]:
@@ -159,7 +161,7 @@ def attention_section(settings: BenchSettings, progress: Callable[[str], None]) 
     config = next(iter(variants.values())).config
     params = matmul_params(next(iter(variants.values())))
     autocast = autocast_for(settings.device)
-    peak = dense_bf16_peak(settings.device)
+    peak = mfu_peak(settings)
     rng = random.Random(settings.seed)
     records = []
     for seq_len in settings.seq_lens:
@@ -196,8 +198,12 @@ def train_step_section(
     torch.manual_seed(settings.seed)
     config = bert_config(settings.size, VOCAB_SIZE, num_labels=2)
     base = BertForSequenceClassification(config).to(settings.device).train()
-    models = {BASELINE: stock_model(base, "sdpa"), "ours auto unpadded": our_model(base, "auto", unpad=True)}
+    models = {BASELINE: stock_model(base, "sdpa"), "ours auto unpadded": our_model(base, "auto", unpad=True),
+              LAZY: our_model(base, "auto", unpad=True)}
+    if settings.device == "cuda" and is_flash_attn_2_available():
+        models["stock flash_attention_2"] = stock_model(base, "flash_attention_2")
     del base
+    word_embeddings(models[LAZY]).sparse = True
     size = settings.train_batch
     round_lengths = [all_lengths[i : i + size] for i in range(0, len(all_lengths), size)]
     batches = []
@@ -208,15 +214,23 @@ def train_step_section(
     autocast = autocast_for(settings.device)
     backends = {"ours auto unpadded": backend_used(models["ours auto unpadded"], batches[0], autocast)}
     # Trainer's default optimizer (adamw_torch_fused), with the usual fine-tuning learning rate.
-    steps = {name: train_step(model, torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True), batches, autocast)
-             for name, model in models.items()}
+    steps = {name: train_step(model, (LazyEmbeddingAdamW if name == LAZY else torch.optim.AdamW)(
+        model.parameters(), lr=2e-5, fused=True), batches, autocast) for name, model in models.items()}
     progress(f"train step: {settings.warmup} + {settings.train_steps} steps per model, batch {settings.train_batch}")
     timings = interleaved_timings(steps, settings.train_steps, settings.warmup, settings.device)
     params = matmul_params(models[BASELINE])
     return make_records(
         "train_step", "forward+backward+AdamW", timings, round_lengths[settings.warmup :],
-        lambda ls: useful_flops(ls, params, config, 3), dense_bf16_peak(settings.device), backends,
+        lambda ls: useful_flops(ls, params, config, 3), mfu_peak(settings), backends,
     )
+
+
+def mfu_peak(settings: BenchSettings) -> float | None:
+    """What MFU is measured against: a known GPU's dense bf16 spec peak, or on CPU the GEMM rate this process
+    reaches in the dtype training multiplies in (bench_measure.measured_gemm_peak)."""
+    if settings.device == "cuda":
+        return dense_bf16_peak(settings.device)
+    return measured_gemm_peak(settings.device, uses_bf16(settings.device))
 
 
 # ------------------------------------------------------------------------------------------------ report
@@ -234,14 +248,16 @@ def machine_header(settings: BenchSettings) -> dict:
         "torch": torch.__version__,
         "transformers": transformers.__version__,
         "python": platform.python_version(),
-        "dtype": "bf16 autocast (fp32 weights)" if settings.device == "cuda" else "fp32",
+        "dtype": "bf16 autocast (fp32 weights)" if uses_bf16(settings.device) else "fp32",
         "threads": settings.threads,
         "OMP_WAIT_POLICY": os.environ.get("OMP_WAIT_POLICY", "unset"),
         "load_average_start": os.getloadavg()[0],
         "model": f"random-init BERT {settings.size}: " + ", ".join(f"{k}={v}" for k, v in SIZES[settings.size].items()),
         "peak_memory": "torch.cuda.max_memory_allocated" if settings.device == "cuda"
         else "n/a on CPU (no allocator statistics)",
-        "dense_bf16_peak_tflops": None if (peak := dense_bf16_peak(settings.device)) is None else peak / 1e12,
+        "mfu_peak_tflops": None if (peak := mfu_peak(settings)) is None else peak / 1e12,
+        "mfu_peak": "dense bf16 spec peak" if settings.device == "cuda" else
+        f"best {'bf16' if uses_bf16(settings.device) else 'fp32'} 2048^3 GEMM measured in this process",
         "settings": asdict(settings),
     }
 
@@ -260,7 +276,8 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = lambda 
     # The lengths come first, even when the train step does not run, so a bad data file fails before any timing.
     rounds = settings.warmup + settings.train_steps
     lengths, source = sample_lengths(
-        settings.train_batch * rounds, random.Random(settings.seed), settings.lengths_from, settings.text_column
+        settings.train_batch * rounds, random.Random(settings.seed), settings.lengths_from, settings.text_column,
+        settings.lengths_fit,
     )
     threads = torch.get_num_threads()
     torch.set_num_threads(settings.threads)
@@ -279,10 +296,21 @@ def run_bench(settings: BenchSettings, progress: Callable[[str], None] = lambda 
                 f"BertForSequenceClassification, dropout 0.1, AdamW, batch {settings.train_batch}, dynamic padding, "
                 f"lengths from {source}, {settings.warmup} warm-up + {settings.train_steps} steps per model"
             )
+        profile = []
+        if "profile" in settings.sections:
+            from hf_mha.bench_profile import run_profile
+
+            profile = run_profile(settings.profile_sizes, settings.profile_lengths, settings.profile_steps,
+                                  settings.warmup, settings.train_batch, settings.seed, settings.device, progress)
+            header["profile"] = (
+                f"Trainer.train on random-init BERT {', '.join(settings.profile_sizes)}, batch {settings.train_batch}, "
+                f"{settings.warmup} warm-up + {settings.profile_steps} timed + {settings.profile_steps} profiled steps "
+                "per case: plain = transformers.Trainer defaults (fp32, stock sdpa); mha-ft = our defaults"
+            )
         header["load_average_end"] = os.getloadavg()[0]
     finally:
         torch.set_num_threads(threads)
-    return {"header": header, "records": [asdict(r) for r in records]}
+    return {"header": header, "records": [asdict(r) for r in records], "profile": [asdict(r) for r in profile]}
 
 
 def print_report(report: dict, console) -> None:
@@ -317,6 +345,10 @@ def print_report(report: dict, console) -> None:
             row += [_or_na(r["peak_memory_mib"], "{:,.0f}")] * show_memory + [_or_na(r["mfu"], "{:.1%}")] * show_mfu
             table.add_row(*row)
         console.print(table)
+    if report.get("profile"):
+        from hf_mha.bench_profile import ProfileRecord, print_profile
+
+        print_profile([ProfileRecord(**r) for r in report["profile"]], console)
 
 
 def _or_na(value: float | None, spec: str) -> str:

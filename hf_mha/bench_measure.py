@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import random
 import statistics
 import time
@@ -25,9 +26,26 @@ from hf_mha.models import use_attention
 BASELINE = "stock sdpa"
 #: The column `sample_lengths` reads when told none: the header of SST-2's (GLUE's) train.tsv.
 TEXT_COLUMN = "sentence"
-#: Log-normal fit of SST-2 train token lengths (MiniLM WordPiece tokenizer, [CLS] and [SEP] included): mean
-#: 13.3, median 10, 99th percentile 44, longest 66. Used when no data file is given.
-SST2_LOG_MEAN, SST2_LOG_STD, SST2_LONGEST = 2.359, 0.677, 66
+#: Log-normal fits (log mean, log std, longest) of token lengths, MiniLM's WordPiece tokenizer, [CLS] and [SEP]
+#: included. SST-2 train: mean 13.3, median 10, 99th percentile 44, longest 66 (used when no data file is
+#: given). CoNLL-2003 train (IOB2, words split into sub-words, max_length 128): mean 19.9, median 15, 99th
+#: percentile 56.
+LENGTH_FITS = {"sst2": (2.359, 0.677, 66), "conll": (2.784, 0.659, 128)}
+SIZES = {
+    "tiny": dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64),
+    "mini": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12, intermediate_size=1536),  # MiniLM-L6
+    "base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072),
+    "large": dict(hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096),
+}
+#: The BERT uncased WordPiece vocabulary size, which MiniLM shares: the train step pays for its embedding
+#: gradient and AdamW update as real fine-tuning does.
+VOCAB_SIZE = 30522
+
+
+def bert_config(size: str, vocab_size: int, **overrides) -> BertConfig:
+    return BertConfig(vocab_size=vocab_size, **SIZES[size], **overrides)
+
+
 #: Dense bf16 peak FLOP/s (no sparsity), by a substring of torch.cuda.get_device_name; first match wins.
 DENSE_BF16_PEAK = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12), ("L4", 121e12))
 
@@ -58,15 +76,16 @@ def lengths_with_padding(batch_size: int, seq_len: int, pad_ratio: float, rng: r
 
 def sample_lengths(
     count: int, rng: random.Random, data_file: str | Path | None = None, text_column: str = TEXT_COLUMN,
+    fit: str = "sst2",
 ) -> tuple[list[int], str]:
     """`count` token lengths for training batches, and where they came from: texts drawn from `text_column` of
     `data_file` (csv, tsv, json, jsonl or parquet) and tokenized with a BERT uncased WordPiece tokenizer
     (whitespace words x 1.3, +2 special tokens, when that tokenizer is not installed), or without a file the
-    built-in log-normal fit of SST-2. A file that is missing, unreadable or lacks the column raises UserError."""
+    built-in log-normal fit `fit` of LENGTH_FITS. A file that is missing, unreadable or lacks the column raises
+    UserError."""
     if data_file is None:
-        lengths = [min(SST2_LONGEST, max(3, round(rng.lognormvariate(SST2_LOG_MEAN, SST2_LOG_STD))))
-                   for _ in range(count)]
-        return lengths, "built-in log-normal fit of SST-2 train lengths (mean ~13 tokens)"
+        name, mean = {"sst2": ("SST-2", 13), "conll": ("CoNLL-2003", 20)}[fit]
+        return fitted_lengths(count, rng, fit), f"built-in log-normal fit of {name} train lengths (mean ~{mean} tokens)"
     texts = read_texts(Path(data_file), text_column)
     sentences = rng.choices(texts, k=count)
     where = f"{data_file}, column '{text_column}' ({len(texts):,} texts)"
@@ -75,6 +94,12 @@ def sample_lengths(
         return [round(len(s.split()) * 1.3) + 2 for s in sentences], f"{where}, whitespace words x 1.3 + 2"
     ids = tokenizer(sentences, truncation=True, max_length=128)["input_ids"]
     return [len(x) for x in ids], f"{where}, MiniLM's BERT uncased WordPiece tokenizer"
+
+
+def fitted_lengths(count: int, rng: random.Random, fit: str) -> list[int]:
+    """`count` token lengths drawn from one of LENGTH_FITS (at least 3: [CLS], a token, [SEP])."""
+    log_mean, log_std, longest = LENGTH_FITS[fit]
+    return [min(longest, max(3, round(rng.lognormvariate(log_mean, log_std)))) for _ in range(count)]
 
 
 def read_texts(path: Path, column: str) -> list[str]:
@@ -193,10 +218,33 @@ def _timed(step: Callable[[], None], device: str) -> tuple[float, int | None]:
 
 
 def autocast_for(device: str) -> Callable[[], contextlib.AbstractContextManager]:
-    """bf16 autocast on CUDA (what Trainer's bf16=True does), plain fp32 on CPU."""
-    if device == "cuda":
-        return lambda: torch.autocast("cuda", dtype=torch.bfloat16)
+    """What `train.bf16: auto` trains with here: bf16 autocast on CUDA and on CPUs with native bf16 units
+    (hf_mha.speedups.cpu_bf16_units), plain fp32 on other CPUs."""
+    from hf_mha.speedups import cpu_bf16_units
+
+    if device == "cuda" or cpu_bf16_units():
+        return lambda: torch.autocast(device, dtype=torch.bfloat16)
     return contextlib.nullcontext
+
+
+def uses_bf16(device: str) -> bool:
+    from hf_mha.speedups import cpu_bf16_units
+
+    return device == "cuda" or cpu_bf16_units() is not None
+
+
+@functools.cache  # once per process: every section's MFU against the same peak
+def measured_gemm_peak(device: str, bf16: bool, size: int | None = None, repeats: int = 5) -> float:
+    """The dense GEMM rate (FLOP/s) this process reaches: the best of `repeats` square matrix products of
+    `size` (CPU 2048, CUDA 8192) in the dtype training multiplies in. The CPU's MFU is measured against it,
+    since a CPU's spec peak depends on clocks and load that a shared machine does not hold still."""
+    size = size or (8192 if device == "cuda" else 2048)
+    dtype = torch.bfloat16 if bf16 else torch.float32
+    a = torch.randn(size, size, device=device, dtype=dtype)
+    b = torch.randn(size, size, device=device, dtype=dtype)
+    _timed(lambda: a @ b, device)  # the first product also picks the kernel and warms the caches: not counted
+    best = min(_timed(lambda: a @ b, device)[0] for _ in range(repeats))
+    return 2 * size**3 / best
 
 
 def forward_step(model: nn.Module, batch: dict[str, torch.Tensor], autocast) -> Callable[[int], None]:

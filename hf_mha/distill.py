@@ -76,6 +76,9 @@ def load_teacher(recipe: Recipe, taught: Recipe, labels: Labels, student_tokeniz
 
 
 class Distiller:
+    #: Whether the teacher runs under bf16 autocast: set by training from the run's precision.
+    bf16 = False
+
     def __init__(self, teacher: nn.Module, recipe: Recipe, labels: Labels):
         self.teacher, self.task = teacher, recipe.task
         self.temperature, self.alpha = recipe.distill.temperature, recipe.distill.alpha
@@ -88,8 +91,13 @@ class Distiller:
         device = inputs["input_ids"].device
         if next(self.teacher.parameters()).device != device:
             self.teacher.to(device)
-        with torch.no_grad():
+        # The teacher runs in the student's precision: bf16 where the run trains under bf16 autocast, which
+        # accelerate applies to the student's forward only. Its outputs come back as fp32 for the soft loss.
+        with torch.no_grad(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.bf16):
             taught = self.teacher(**{name: inputs[name] for name in self.inputs if name in inputs})
+        for name, value in taught.items():
+            if torch.is_tensor(value) and value.is_floating_point():
+                taught[name] = value.float()
         soft_sum, count = self.soft(outputs, taught, inputs)
         soft = soft_sum / (num_items_in_batch if num_items_in_batch is not None else count.clamp(min=1))
         return (1 - self.alpha) * hard + self.alpha * soft

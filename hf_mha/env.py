@@ -14,11 +14,14 @@ from typing import Any
 
 
 def environment() -> dict[str, Any]:
+    """Versions and devices, written into every run folder (env.json) and printed by `mha-ft env`."""
     import accelerate
     import datasets
     import peft
     import torch
     import transformers
+
+    from .speedups import cpu_bf16_units, precision_summary
 
     info: dict[str, Any] = {
         "python": sys.version.split()[0],
@@ -31,6 +34,8 @@ def environment() -> dict[str, Any]:
         "peft": peft.__version__,
         "cuda": torch.version.cuda if torch.cuda.is_available() else None,
         "devices": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())] or ["cpu"],
+        "cpu_bf16": cpu_bf16_units(),
+        "train.bf16 auto": precision_summary(),
     }
     try:
         from importlib.metadata import version

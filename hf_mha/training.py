@@ -32,6 +32,7 @@ from .errors import RunStopped, UserError
 from .distill import check_teacher, load_teacher
 from .models import kept_layers, load_config, load_model, load_tokenizer, max_positions
 from .recipe import OWN_TRAIN_KEYS, Recipe
+from .speedups import compile_dense_blocks, dense_embeddings, lazy_embedding_optimizer
 from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, REPLACE, RESUME, RunLock,
                          check_free_space, size_text, check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
 from .tasks import Labels, Task, get_task
@@ -79,7 +80,6 @@ def _defaults() -> dict[str, Any]:
 
 
 def training_arguments(recipe: Recipe, metric_for_best: str | None):
-    import torch
     from transformers import TrainingArguments
 
     defaults = _defaults()
@@ -88,11 +88,12 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
 
         defaults |= {"load_best_model_at_end": True, "metric_for_best_model": metric_for_best,
                      "greater_is_better": greater_is_better(metric_for_best)}
-    if torch.cuda.is_available() and "fp16" not in recipe.train and "bf16" not in recipe.train:
-        defaults["bf16" if torch.cuda.is_bf16_supported() else "fp16"] = True
-    values = defaults | {key: value for key, value in recipe.train.items() if key not in OWN_TRAIN_KEYS}
+    values = defaults | precision(recipe) | {key: value for key, value in recipe.train.items()
+                                              if key not in OWN_TRAIN_KEYS and key != "bf16"}
     if values.get("eval_strategy") == "no":
         values.pop("load_best_model_at_end", None)
+    if values.get("torch_compile") and recipe.model.attention == "mha":
+        values["torch_compile"] = False  # ours compiles the blocks around the attention instead (_train)
     if recipe.train_options().early_stopping_patience:
         if values.get("eval_strategy") == "no" or not metric_for_best:
             raise UserError("train.early_stopping_patience: needs evaluation on validation each epoch or "
@@ -103,6 +104,20 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
         return TrainingArguments(output_dir=recipe.output_dir, **values)
     except (ValueError, TypeError) as exc:
         raise UserError(f"train: {' '.join(str(exc).split())[:400]}") from None
+
+
+def precision(recipe: Recipe) -> dict[str, bool]:
+    """TrainingArguments' bf16/fp16 flags for the recipe: `train.bf16: auto` (the default, unless fp16 is set)
+    picks bf16 autocast where this machine multiplies bf16 natively, fp32 elsewhere (hf_mha.speedups)."""
+    from .speedups import auto_precision
+
+    import torch
+
+    bf16 = recipe.train.get("bf16", "auto" if not recipe.train.get("fp16") else False)
+    flags = auto_precision(bool(recipe.train.get("use_cpu"))) if bf16 == "auto" else {"bf16": bool(bf16)}
+    if flags.get("bf16") and not torch.cuda.is_available():
+        flags["use_cpu"] = True  # TrainingArguments refuses bf16 without a GPU unless told the CPU is meant
+    return flags
 
 
 def inference_arguments(recipe: Recipe, out_dir: Path):
@@ -254,6 +269,8 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
     recipe, task, raw, labels, tokenizer, args = plan.recipe, plan.task, plan.raw, plan.labels, plan.tokenizer, plan.args
     out, features, trainable = Path(recipe.output_dir), plan.features, plan.trainable
     guard = RunGuard()
+    if recipe.train.get("torch_compile") and recipe.model.attention == "mha":
+        compile_dense_blocks(plan.model)
     trainer = RunTrainer(
         model=plan.model,
         args=args,
@@ -263,17 +280,20 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
         processing_class=tokenizer,
         compute_metrics=task.compute_metrics(raw["validation"], features["validation"], labels, recipe),
         callbacks=[guard, *plan.tuning.callbacks(), *early_stopping(recipe), *callbacks],
-        optimizer_cls_and_kwargs=plan.tuning.optimizer(plan.model, args),
+        optimizer_cls_and_kwargs=optimizer(plan),
         compute_loss_func=plan.compute_loss,
     )
     trainer.distiller = plan.distiller
+    if plan.distiller is not None:
+        plan.distiller.bf16 = bool(args.bf16)
     if not args.disable_tqdm:
         trainer.remove_callback(ProgressCallback)
         trainer.add_callback(LogLines())
     main = trainer.is_world_process_zero()
     if main:
         fsutil.write_text(out / RECIPE_FILE, recipe.to_yaml())
-        say(console, f"[bold]{recipe.task}[/] · model {recipe.model.name} ({recipe.model.attention} attention) · "
+        say(console, f"[bold]{recipe.task}[/] · model {recipe.model.name} ({recipe.model.attention} attention, "
+            f"{'bf16 autocast' if args.bf16 else 'fp16 autocast' if args.fp16 else 'fp32'}) · "
             f"tuning {recipe.tuning.method}: {trainable['trainable_params']:,} trainable parameters "
             f"({trainable['trainable_percent']:.2f}%) · train {len(raw['train']):,} / validation "
             f"{len(raw['validation']):,}" + (f" / test {len(raw['test']):,}" if "test" in raw else ""))
@@ -285,7 +305,14 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
     finally:
         guard.remove_interrupt_handler()
         _close_progress_bars(trainer)
+        dense_embeddings(trainer.model)
     _raise_if_stopped(guard, out)
+    # Evaluations during training ran under the run's autocast (bf16 by default); the scores of record, like
+    # `eval` and `predict` afterwards and the exports' checks, are fp32. accelerate put the autocast into the
+    # model's forward; this takes it out again.
+    from accelerate.utils import extract_model_from_parallel
+
+    extract_model_from_parallel(trainer.model, keep_fp32_wrapper=False)
 
     metrics: dict[str, float] = {f"train_{k.removeprefix('train_')}": v for k, v in result.metrics.items()}
     metrics |= trainable
@@ -317,6 +344,15 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
         fsutil.write_json(out / FINISHED_MARKER, metrics)
         print_results(console, metrics, reports, out)
     return metrics
+
+
+def optimizer(plan: Plan):
+    """The tuning family's optimizer (class, kwargs), None for the Trainer's own, with row-sparse updates of the
+    word embeddings where `train.lazy_embeddings` applies (hf_mha.speedups)."""
+    chosen = plan.tuning.optimizer(plan.model, plan.args)
+    if not plan.recipe.train_options().lazy_embeddings:
+        return chosen
+    return lazy_embedding_optimizer(plan.model, plan.args, chosen)
 
 
 def _close_progress_bars(trainer) -> None:

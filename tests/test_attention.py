@@ -131,7 +131,7 @@ def test_buckets_group_similar_lengths_and_keep_token_order():
 
 
 def test_backend_names_and_unknown_backend():
-    assert BACKENDS == ("auto", "reference", "sdpa", "flex", "varlen")
+    assert BACKENDS == ("auto", "reference", "sdpa", "flex", "varlen", "nested")
     with pytest.raises(UserError, match="unknown attention backend 'fast'.*auto, reference, sdpa, flex, varlen"):
         swap_attention(tiny_model("bert"), backend="fast")
 

@@ -1,6 +1,6 @@
 """Swapped models against stock transformers: every supported architecture and task head, padded batches of
-sentence pairs, eval and train, stock `sdpa` and `eager`, every backend that runs on CPU, and the round trip
-back to a plain transformers model. Tiny random models, so the whole file runs in seconds."""
+sentence pairs, eval and train, stock `sdpa` and `eager`, every backend that runs on CPU, bf16 autocast, and
+the round trip back to a plain transformers model. Tiny random models, so the whole file runs in seconds."""
 
 from __future__ import annotations
 
@@ -161,7 +161,7 @@ def test_hidden_states_match_stock_on_real_tokens(arch):
 
 
 @pytest.mark.parametrize("arch", ARCHS)
-@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "flex", "nested"])
 def test_each_cpu_backend_matches_stock(arch, backend):
     stock = tiny_model(arch, "token").eval()
     batch = make_batch(arch)
@@ -173,7 +173,7 @@ def test_each_cpu_backend_matches_stock(arch, backend):
             assert max_diff(expected, real_outputs(ours(**batch), "token", keep)) < LOGITS_ATOL, unpad
 
 
-@pytest.mark.parametrize("backend", ["reference", "sdpa"])
+@pytest.mark.parametrize("backend", ["reference", "sdpa", "nested"])
 @pytest.mark.parametrize("arch", ["bert", "albert", "distilbert"])
 @pytest.mark.parametrize("lengths", [(10, 7, 3), MIXED_LENGTHS])
 def test_unpadded_equals_padded_in_training(arch, backend, lengths):
@@ -324,3 +324,23 @@ def test_unsupported_architecture_lists_the_supported_ones():
 def test_decoder_configs_are_refused():
     with pytest.raises(UserError, match="encoders only"):
         swap_attention(tiny_model("bert", "base", is_decoder=True))
+
+
+@pytest.mark.parametrize("arch", ["bert", "roberta", "distilbert"])
+@pytest.mark.parametrize("backend", ["sdpa", "nested"])
+def test_bf16_autocast_matches_stock_bf16(arch, backend):
+    """`train.bf16: auto` on CPU: ours under bf16 autocast against stock under bf16 autocast, forward and the
+    gradients of a train step, within bf16's tolerance (8 mantissa bits: a relative step of 2**-8)."""
+    stock = tiny_model(arch, "token").train()
+    ours = swapped_copy(stock, backend=backend)
+    batch = make_batch(arch, lengths=MIXED_LENGTHS)
+    keep = batch["attention_mask"].bool()
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        expected, got = real_outputs(stock(**batch), "token", keep), real_outputs(ours(**batch), "token", keep)
+        assert got[0].dtype == torch.bfloat16
+        stock_grads, our_grads = grads_after_loss(stock, batch, "token"), grads_after_loss(ours, batch, "token")
+    scale = expected[0].abs().max().item()
+    assert max_diff(expected, got) < 2**-6 * scale
+    for name, grad in stock_grads.items():
+        # The floor: the key bias's true gradient is 0 (softmax ignores a shift), so it holds rounding only.
+        assert (grad - our_grads[name]).abs().max().item() < 2**-5 * grad.abs().max().item() + 1e-5, name

@@ -68,6 +68,7 @@ class Env:
         folder = self.copy_run("prefix-run")
         recipe = yaml.safe_load((folder / "recipe.yaml").read_text())
         recipe |= {"tuning": {"method": "prefix", "num_virtual_tokens": 4}, "output_dir": str(folder)}
+        recipe["model"]["attention"] = "stock"  # as a prefix run saves it: prefixes need the stock attention
         (folder / "recipe.yaml").write_text(yaml.safe_dump(recipe))
         (folder / "adapter_config.json").write_text("{}")
         return folder
@@ -139,6 +140,10 @@ CATALOGUE = [
          "give one text column, or two for sentence pairs"),
     Case("train-output-dir", "the run folder set under train:", lambda e: e.train("train.output_dir=x"),
          "train.output_dir: set the run folder with the top-level key output_dir"),
+    Case("train-bf16-and-fp16", "two mixed precisions at once", lambda e: e.train("train.bf16=true", "train.fp16=true"),
+         "train.bf16 and train.fp16 are both true; pick one precision (bf16: auto picks for you)"),
+    Case("train-bf16-word", "bf16 neither a boolean nor auto", lambda e: e.train("train.bf16=sometimes"),
+         "train.bf16 must be true, false or auto, got 'sometimes'"),
     Case("validation-fraction", "a held-out fraction outside (0, 1)", lambda e: e.train("data.validation_fraction=1.5"),
          "data.validation_fraction: Input should be less than 1"),
     Case("sample-limit", "a sample limit of zero", lambda e: e.train("data.max_train_samples=0"),

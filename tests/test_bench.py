@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 import random
 import statistics
 
@@ -50,9 +51,50 @@ def test_quick_bench_json_has_every_implementation_with_positive_numbers(quick_r
     assert ("ours flex unpadded", "forward") in attention
     assert "lengths from built-in log-normal fit of SST-2" in header["train_step"]
     train = [r for r in records if r["section"] == "train_step"]
-    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded"]
+    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded", "ours + lazy embeddings"]
     assert train[0]["vs_stock_sdpa"] == 1.0
-    assert train[1]["backend"] in ("sdpa", "varlen")
+    assert train[1]["backend"] in ("sdpa", "varlen", "nested")
+    # CPU MFU: against the GEMM peak this process measured, so a share of one, never above.
+    assert header["mfu_peak_tflops"] > 0 and all(0 < r["mfu"] < 1 for r in records)
+
+
+def test_profile_splits_the_step_time_into_categories(tmp_path):
+    out = tmp_path / "profile.json"
+    result = CliRunner().invoke(app, ["bench", "--quick", "--profile", "--section", "profile", "--threads", "1",
+                                      "--json", str(out)])
+    assert result.exit_code == 0, result.output
+    profile = json.loads(out.read_text())["profile"]
+    from hf_mha.bench_profile import CATEGORIES
+
+    cases = {(r["size"], r["lengths"], r["setup"]) for r in profile}
+    assert cases == {("tiny", lengths, setup) for lengths in ("sst2", "conll") for setup in ("plain", "mha-ft")}
+    for r in profile:
+        assert list(r["shares"]) == list(CATEGORIES)
+        assert sum(r["shares"].values()) == pytest.approx(1.0, abs=0.02)  # the rest is Python: never negative
+        assert r["shares"]["GEMM"] > 0 and r["shares"]["optimizer"] > 0 and r["step_ms"] > 0
+        assert r["real_tokens"] < r["padded_tokens"]
+        assert r["precision"] == ("fp32" if r["setup"] == "plain" else precision_here())
+    assert "profile: share of a training step's wall time" in result.output
+
+
+def precision_here() -> str:
+    from hf_mha.speedups import cpu_bf16_units
+
+    return "bf16 autocast" if cpu_bf16_units() else "fp32"
+
+
+def test_gpu_check_dry_run_on_cpu():
+    """benchmarks/gpu_check.sh --dry-run: every part of the GPU check, on CPU with tiny shapes."""
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run(["bash", str(root / "benchmarks" / "gpu_check.sh"), "--dry-run"], capture_output=True,
+                            text=True, timeout=600)
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    for text in ("bf16 parity", "ours nested  unpadded vs stock sdpa", "train_step: forward+backward+AdamW",
+                 "end to end", "model.attention=stock", "ours / stock:"):
+        assert text in result.stdout, text
+    assert "FAIL" not in result.stdout
 
 
 @pytest.mark.parametrize("pad_ratio", [0.0, 0.33, 0.66])

@@ -8,9 +8,22 @@ from hf_mha.recipe import apply_overrides, builtin_recipes, load_recipe, parse_o
 def test_defaults_and_sections():
     recipe = recipe_from_dict({})
     assert recipe.task == "text-classification"
-    assert recipe.model.attention == "stock"
+    assert recipe.model.attention == "mha"
     assert recipe.tuning.method == "full"
     assert recipe.data.text_columns == ["text"]
+
+
+def test_prefix_tuning_gets_the_stock_attention_unless_told():
+    assert recipe_from_dict({"tuning": {"method": "prefix"}}).model.attention == "stock"
+    told = recipe_from_dict({"tuning": {"method": "prefix"}, "model": {"attention": "mha"}})
+    assert told.model.attention == "mha"  # refused by the tuning check, which names the fix
+
+
+def test_every_builtin_recipe_runs_fast_by_default():
+    for name in builtin_recipes():
+        recipe = load_recipe(name)
+        assert recipe.model.attention == "mha", name
+        assert recipe.train.get("bf16", "auto") == "auto", name
 
 
 def test_yaml_float_strings_become_floats(tmp_path):

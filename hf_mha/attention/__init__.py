@@ -13,7 +13,8 @@ torch and transformers:
 
 Backends: "reference" (explicit math, can return attention maps), "sdpa" (torch SDPA), "flex"
 (FlexAttention; CPU: inference only), "varlen" (torch's flash kernel on packed tokens; CUDA, fp16/bf16),
-"auto" (varlen where it runs, else sdpa).
+"nested" (one sdpa call over the packed tokens as a nested jagged tensor: flash with attention dropout on
+CUDA), "auto" (varlen where it runs; nested when training with dropout on CUDA; sdpa on CPU).
 """
 
 from hf_mha.attention.head_masks import attention_modules, attention_probs, masked_heads, set_head_mask

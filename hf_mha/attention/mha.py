@@ -11,7 +11,7 @@ from hf_mha.attention.packing import Bucket, PackedBatch, flex_padding_block_mas
 from hf_mha.errors import UserError
 
 #: Names accepted by `backend=`. "auto" picks the fastest that runs on the tensors' device.
-BACKENDS = ("auto", "reference", "sdpa", "flex", "varlen")
+BACKENDS = ("auto", "reference", "sdpa", "flex", "varlen", "nested")
 
 
 class MultiHeadAttention(nn.Module):
@@ -65,6 +65,8 @@ class MultiHeadAttention(nn.Module):
             batch = attention_mask
             if backend == "varlen":  # the flash kernel takes the packed tokens as they are
                 return self._attend_varlen(qkv[0], batch)[None], None  # [1, T, h * d_k]
+            if backend == "nested":  # so does one sdpa call over them as a nested tensor, with dropout
+                return self._attend_nested(qkv[0], batch)[None], None
             context, probs = batch.attend_in_buckets(  # rectangles of similar-length sequences
                 qkv[0], lambda rectangle, bucket: self._attend(rectangle, bucket.keep, backend, bucket)
             )
@@ -75,10 +77,11 @@ class MultiHeadAttention(nn.Module):
                 f"hf_mha attention expects a [batch, seq_len] padding mask, got shape {tuple(attention_mask.shape)}; "
                 "if the model's attention implementation was changed after swap_attention, call swap_attention again"
             )
-        if backend == "varlen":
+        if backend in ("varlen", "nested"):
             keep = attention_mask if attention_mask is not None else qkv.new_ones(qkv.shape[:2], dtype=torch.bool)
             batch = PackedBatch.from_padding_mask(keep)
-            return batch.unpack(self._attend_varlen(batch.pack(qkv), batch)), None  # [B, L, h * d_k]
+            attend = self._attend_varlen if backend == "varlen" else self._attend_nested
+            return batch.unpack(attend(batch.pack(qkv), batch)), None  # [B, L, h * d_k]
         return self._attend(qkv, attention_mask, backend)  # [B, L, h * d_k], probs or None
 
     def projections(self) -> list[nn.Module]:
@@ -139,12 +142,32 @@ class MultiHeadAttention(nn.Module):
             context = context * self.head_mask.to(context)[None, :, None]
         return context.flatten(-2)
 
+    def _attend_nested(self, qkv: torch.Tensor, batch: PackedBatch) -> torch.Tensor:
+        # qkv: [T, 3 * h * d_k] real tokens only -> context [T, h * d_k]. Sequences as a nested jagged tensor
+        # [B, h, j, d_k]: on CUDA sdpa runs them in one flash (or memory-efficient) kernel call, attention
+        # dropout included, which the varlen kernel lacks. max_seqlen given: sdpa need not read it off the GPU.
+        q, k, v = (t.contiguous() for t in qkv.unflatten(-1, (3, self.num_heads, self.head_dim)).unbind(1))
+
+        def jagged(t):  # [T, h, d_k] -> [B, h, j, d_k]
+            return torch.nested.nested_tensor_from_jagged(t, batch.cu_seqlens, max_seqlen=batch.max_seqlen).transpose(1, 2)
+
+        dropout_p = self.dropout_p if self.training else 0.0
+        context = F.scaled_dot_product_attention(jagged(q), jagged(k), jagged(v), dropout_p=dropout_p, scale=self.scale)
+        context = context.transpose(1, 2).values()  # [T, h, d_k]
+        if self.head_mask is not None:
+            context = context * self.head_mask.to(context)[None, :, None]
+        return context.flatten(-2)
+
     def runnable_backend(self, qkv: torch.Tensor) -> str:
         """The backend this call uses: `self.backend`, or for "auto" the fastest one that runs on `qkv`.
         Raises UserError naming what is missing when the chosen backend cannot run on these tensors."""
         dropout_p = self.dropout_p if self.training else 0.0
         if self.backend == "auto":
-            return "varlen" if _varlen_missing(qkv, dropout_p, self.head_dim) is None else "sdpa"
+            if _varlen_missing(qkv, dropout_p, self.head_dim) is None:
+                return "varlen"
+            # Training with attention dropout on a GPU: the packed tokens in one sdpa call. On CPU sdpa has
+            # no nested-tensor kernel (it falls back to the math path), so it attends bucket by bucket.
+            return "nested" if qkv.is_cuda else "sdpa"
         if self.backend == "varlen":
             missing = _varlen_missing(qkv, dropout_p, self.head_dim)
             if missing:
@@ -211,5 +234,7 @@ def backend_status() -> dict[str, str]:
         "sdpa": "runs (torch scaled_dot_product_attention)",
         "flex": "runs (training and inference)" if cuda else "inference only on CPU (no backward pass there)",
         "varlen": "runs (flash varlen on packed tokens, fp16/bf16)" if cuda else "needs a CUDA GPU",
-        "auto": "varlen where it runs, else sdpa" if cuda else "sdpa (with unpadding)",
+        "nested": "runs (one sdpa call over packed tokens, attention dropout included)" if cuda
+        else "runs (sdpa's math path over nested tensors on CPU: for checks, not speed)",
+        "auto": "varlen where it runs, else nested (training with dropout)" if cuda else "sdpa (with unpadding)",
     }
