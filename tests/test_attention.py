@@ -28,7 +28,7 @@ from hf_mha.attention import (
     set_head_mask,
     swap_attention,
 )
-from hf_mha.attention.packing import plan_buckets
+from hf_mha.attention.packing import ROW_GRANULE, packed_rows, plan_buckets
 from hf_mha.errors import UserError
 
 D_MODEL, NUM_HEADS, HEAD_DIM = 32, 4, 8
@@ -128,6 +128,38 @@ def test_buckets_group_similar_lengths_and_keep_token_order():
     context, _ = batch.attend_in_buckets(batch.pack(x), lambda rect, bucket: (rect * 2, None))
     assert torch.equal(batch.unpack(context), 2 * x * keep[..., None])
     assert plan_buckets([0, 5]) == [[1]]  # empty sequences have no tokens to place
+
+
+def test_packed_rows_round_up_for_16_bit_products_on_cpu_only():
+    cpu, bf16 = torch.device("cpu"), torch.bfloat16
+    counts = range(1, 20_000)
+    rounded = [packed_rows(n, cpu, bf16) for n in counts]
+    assert all(n <= rows <= n + max(ROW_GRANULE - 1, n // 16) for n, rows in zip(counts, rounded))
+    assert all(rows % ROW_GRANULE == 0 for rows in rounded)
+    assert len(set(rounded[255:])) <= 16 * 7  # 16 row counts per doubling from 256 to 20,000 tokens
+    assert packed_rows(0, cpu, bf16) == 0 and packed_rows(430, cpu, bf16) == 432 and packed_rows(600, cpu, bf16) == 608
+    assert packed_rows(430, cpu, torch.float32) == 430  # MKL runs fp32 products: no kernel to build per shape
+    assert packed_rows(430, torch.device("cuda"), bf16) == 430
+
+
+def test_layers_run_on_rounded_rows_and_filler_rows_change_nothing():
+    stock = tiny_model("bert", "token").train()
+    ours = swapped_copy(stock)
+    batch = make_batch("bert", lengths=MIXED_LENGTHS)  # 72 tokens: the layers see 80 rows under bf16 autocast
+    seen = []
+    ours.bert.encoder.layer[0].register_forward_pre_hook(lambda module, args: seen.append(args[0].shape))
+    torch.manual_seed(0)
+    ours(**batch)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        logits = ours(**batch).logits
+    logits.float().sum().backward()
+    assert seen == [(1, 72, ours.config.hidden_size), (1, 80, ours.config.hidden_size)]
+    # Gradients reach only the real tokens' embeddings: the filler rows take no part in what they feed.
+    grad = ours.bert.embeddings.word_embeddings.weight.grad
+    used = batch["input_ids"][batch["attention_mask"].bool()].unique()
+    unused = torch.ones(len(grad), dtype=torch.bool)
+    unused[used] = False
+    assert grad[unused].abs().max() == 0 and torch.isfinite(grad).all()
 
 
 def test_backend_names_and_unknown_backend():

@@ -55,7 +55,8 @@ class MultiHeadAttention(nn.Module):
 
     def forward(self, hidden_states: torch.Tensor, attention_mask=None, **kwargs):
         # hidden_states: [B, L, d_model] with attention_mask None or [B, L] bool (True = real token),
-        #             or [1, T, d_model] holding only the T real tokens, with attention_mask a PackedBatch.
+        #             or [1, T', d_model] holding the T real tokens (then rows that only round up the count,
+        #             see packing.packed_rows), with attention_mask a PackedBatch.
         # Other kwargs are what the stock layers pass along (position_ids, ...); none of them change the maths.
         refuse_unsupported_kwargs(kwargs)
         qkv = self.project_qkv(hidden_states)  # [..., 3 * h * d_k], one GEMM when nothing wraps q/k/v
@@ -63,14 +64,19 @@ class MultiHeadAttention(nn.Module):
 
         if isinstance(attention_mask, PackedBatch):
             batch = attention_mask
+            tokens = qkv[0, : len(batch.indices)]  # [T, 3 * h * d_k]; rows after them only round up the count
+            probs = None
             if backend == "varlen":  # the flash kernel takes the packed tokens as they are
-                return self._attend_varlen(qkv[0], batch)[None], None  # [1, T, h * d_k]
-            if backend == "nested":  # so does one sdpa call over them as a nested tensor, with dropout
-                return self._attend_nested(qkv[0], batch)[None], None
-            context, probs = batch.attend_in_buckets(  # rectangles of similar-length sequences
-                qkv[0], lambda rectangle, bucket: self._attend(rectangle, bucket.keep, backend, bucket)
-            )
-            return context[None], probs  # [1, T, h * d_k], probs [B, h, L, L] or None
+                context = self._attend_varlen(tokens, batch)
+            elif backend == "nested":  # so does one sdpa call over them as a nested tensor, with dropout
+                context = self._attend_nested(tokens, batch)
+            else:  # rectangles of similar-length sequences
+                context, probs = batch.attend_in_buckets(
+                    tokens, lambda rectangle, bucket: self._attend(rectangle, bucket.keep, backend, bucket)
+                )
+            if len(tokens) < qkv.shape[1]:  # zeros for the rounding rows, which attend to nothing
+                context = F.pad(context, (0, 0, 0, qkv.shape[1] - len(tokens)))
+            return context[None], probs  # [1, T', h * d_k], probs [B, h, L, L] or None
 
         if attention_mask is not None and attention_mask.ndim != 2:
             raise UserError(

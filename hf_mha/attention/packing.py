@@ -20,6 +20,8 @@ import torch.nn.functional as F
 BUCKET_OVERHEAD = 2048
 #: Bucket boundaries are searched among lengths rounded up to this, which keeps the search small for long texts.
 LENGTH_GRANULE = 8
+#: On CPU the layers run on the packed tokens rounded up to a multiple of this at least (see `packed_rows`).
+ROW_GRANULE = 16
 
 
 @dataclass
@@ -115,6 +117,24 @@ class PackedBatch:
             cells = (bucket.sequences[r], bucket.positions[r, q], bucket.positions[r, k])
             maps[cells] = probs.permute(0, 2, 3, 1)[r, q, k]
         return maps.permute(0, 3, 1, 2)  # [B, h, L, L]
+
+
+def packed_rows(num_tokens: int, device: torch.device, matmul_dtype: torch.dtype) -> int:
+    """How many rows the layers run on for `num_tokens` packed real tokens: on CPU with 16-bit matrix products,
+    rounded up to one of 16 lengths per doubling (a multiple of ROW_GRANULE at least), so at most 1/16 more
+    rows; otherwise as many.
+
+    Why: oneDNN, which runs torch's 16-bit CPU matrix products, JIT-builds a kernel for every new shape and keeps
+    the last 1,024. The count of real tokens changes with every batch, so unpadded bf16 training met a new row
+    count in nearly every step and built about 14 kernels a step (forward and backward products of every layer
+    shape), each costing about as much as the product itself (ONEDNN_VERBOSE=profile shows the misses).
+    Rounded, a run meets a few dozen row counts and, after its first steps, builds nothing. fp32 products go to
+    MKL, which builds nothing per shape, and GPU libraries pick kernels they already have: there the rounding
+    rows would be pure cost (3 % on a MiniLM fp32 step), so nothing is rounded."""
+    if device.type != "cpu" or matmul_dtype == torch.float32 or num_tokens == 0:
+        return num_tokens
+    step = max(ROW_GRANULE, 1 << max(0, num_tokens.bit_length() - 5))
+    return -(-num_tokens // step) * step
 
 
 def plan_buckets(lengths: list[int]) -> list[list[int]]:

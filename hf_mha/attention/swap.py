@@ -17,6 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 from transformers.masking_utils import AttentionMaskInterface
 from transformers.models.albert.modeling_albert import AlbertAttention, AlbertModel, AlbertTransformer
@@ -31,7 +32,7 @@ from transformers.models.xlm_roberta.modeling_xlm_roberta import (
 )
 
 from hf_mha.attention.mha import MultiHeadAttention, check_backend, refuse_unsupported_kwargs
-from hf_mha.attention.packing import PackedBatch
+from hf_mha.attention.packing import PackedBatch, packed_rows
 from hf_mha.errors import UserError
 
 #: The `config._attn_implementation` of a swapped model. Its only job is the mask format: transformers builds
@@ -136,8 +137,9 @@ def _albert_to_stock(ours: AlbertMultiHeadAttention, config) -> nn.Module:
 class UnpaddedEncoder:
     """Put in front of a stock layer-stack class: the same forward, run on the real tokens only.
 
-    [B, L, d] -> packed [1, T, d] -> the stock layers (our attention reads the PackedBatch that arrives as
-    their `attention_mask`) -> re-padded [B, L, d] with zeros at padding.
+    [B, L, d] -> packed [1, T', d] (the T real tokens, then for bf16 on CPU T' - T rows of zeros: `packed_rows`)
+    -> the stock layers (our attention reads the PackedBatch that arrives as their `attention_mask`) -> re-padded
+    [B, L, d] with zeros at padding.
     """
 
     hf_mha_config = None  # the base model's config, set by swap_attention (DistilBERT's stack has none of its own)
@@ -149,8 +151,16 @@ class UnpaddedEncoder:
         if attention_mask is None or attention_mask.ndim != 2 or wants_hidden_states:
             return super().forward(hidden_states, attention_mask, **kwargs)
         batch = PackedBatch.from_padding_mask(attention_mask)
-        outputs = super().forward(batch.pack(hidden_states)[None], batch, **kwargs)  # layers see [1, T, d]
-        outputs.last_hidden_state = batch.unpack(outputs.last_hidden_state[0])  # [B, L, d]
+        packed = batch.pack(hidden_states)  # [T, d]
+        # Rows of zeros after the tokens round the row count up (packed_rows): attention leaves them out, every
+        # other op treats rows one by one, and their outputs are dropped, so they change nothing but the shape.
+        autocast = torch.is_autocast_enabled(packed.device.type)
+        matmul_dtype = torch.get_autocast_dtype(packed.device.type) if autocast else packed.dtype
+        rows = packed_rows(len(packed), packed.device, matmul_dtype)
+        if rows > len(packed):
+            packed = F.pad(packed, (0, 0, 0, rows - len(packed)))
+        outputs = super().forward(packed[None], batch, **kwargs)  # layers see [1, T', d]
+        outputs.last_hidden_state = batch.unpack(outputs.last_hidden_state[0, : len(batch.indices)])  # [B, L, d]
         return outputs
 
 
