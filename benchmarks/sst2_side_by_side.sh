@@ -4,16 +4,18 @@
 # dynamic padding, random batches, same lr 5e-5, batch 32, same seed), both at the same time, each pinned to one core
 # with one thread, so load from anything else hits both alike. Prints each one's train samples/s and dev accuracy.
 # mha-ft's train_runtime also holds its end-of-epoch evaluation and checkpoint (the plain run does neither).
-#   bash benchmarks/sst2_side_by_side.sh [DATA_DIR (default ../shared/data)] [OUT (default runs/side-by-side)] [SEED (42)]
+#   bash benchmarks/sst2_side_by_side.sh [DATA_DIR (default ../shared/data)] [OUT (default runs/side-by-side)] [SEED (42)] \
+#     [KEY=VALUE ... (recipe overrides for the mha-ft run, e.g. train.train_sampling_strategy=random)]
 set -euo pipefail
 DATA=${1:-../shared/data}
 OUT=${2:-runs/side-by-side}
 SEED=${3:-42}
+shift $(( $# < 3 ? $# : 3 ))
 mkdir -p "$OUT"
 export OMP_NUM_THREADS=1 MKL_NUM_THREADS=1
 taskset -c 0 mha-ft train --recipe sst2-full model.name=sentence-transformers/all-MiniLM-L6-v2 \
   "data.files.train=$DATA/sst2/train.tsv" "data.files.validation=$DATA/sst2/dev.tsv" \
-  data.max_train_samples=4000 train.num_train_epochs=1 "train.seed=$SEED" "output_dir=$OUT/mha-ft" --overwrite > "$OUT/mha-ft.log" 2>&1 &
+  data.max_train_samples=4000 train.num_train_epochs=1 "train.seed=$SEED" "output_dir=$OUT/mha-ft" "$@" --overwrite > "$OUT/mha-ft.log" 2>&1 &
 ours=$!
 taskset -c 1 python benchmarks/sst2_plain_trainer.py --train "$DATA/sst2/train.tsv" --dev "$DATA/sst2/dev.tsv" \
   --samples 4000 --epochs 1 --lr 5e-5 --batch 32 --seed "$SEED" --json > "$OUT/plain.json" 2> "$OUT/plain.log" &

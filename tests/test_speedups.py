@@ -28,6 +28,17 @@ def test_bf16_auto_follows_the_cpu(monkeypatch, units, expected):
     assert precision(recipe_from_dict({"train": {"bf16": True}})) == {"bf16": True, "use_cpu": True}
 
 
+@pytest.mark.parametrize("units, warned", [("AMX", False), (None, True)])
+def test_forced_bf16_warns_on_a_cpu_without_bf16_units(monkeypatch, caplog, units, warned):
+    monkeypatch.setattr(speedups, "cpu_bf16_units", lambda: units)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with caplog.at_level("WARNING", logger="hf_mha"):
+        precision(recipe_from_dict({"train": {"bf16": True}}))
+        precision(recipe_from_dict({"train": {"bf16": "auto"}}))
+    slow = [r.message for r in caplog.records if "without native bf16 units" in r.message]
+    assert len(slow) == warned and all("train.bf16: auto picks fp32" in message for message in slow)
+
+
 def test_bf16_and_fp16_together_are_refused():
     with pytest.raises(UserError, match="train.bf16 and train.fp16 are both true"):
         recipe_from_dict({"train": {"bf16": True, "fp16": True}})
