@@ -46,7 +46,8 @@ def child(rows: str, dtype: str, steps: int, warmup: int, lengths_from: str | No
     rng = random.Random(0)
     lengths, _ = sample_lengths(BATCH * (warmup + steps), rng, lengths_from)
     torch.manual_seed(0)
-    model = our_model(BertForSequenceClassification(bert_config("mini", VOCAB_SIZE, num_labels=2)).train(), "auto", True)
+    stock = BertForSequenceClassification(bert_config("mini", VOCAB_SIZE, num_labels=2)).train()
+    model = our_model(stock, "auto", unpad=True)
     batches = []
     for start in range(0, len(lengths), BATCH):
         batch = padded_batch(lengths[start : start + BATCH], VOCAB_SIZE, "cpu")

@@ -234,10 +234,11 @@ def uses_bf16(device: str) -> bool:
 
 
 @functools.cache  # once per process: every section's MFU against the same peak
-def measured_gemm_peak(device: str, bf16: bool, size: int | None = None, repeats: int = 5) -> float:
+def measured_gemm_peak(device: str, bf16: bool, size: int | None = None, repeats: int = 12) -> float:
     """The dense GEMM rate (FLOP/s) this process reaches: the best of `repeats` square matrix products of
     `size` (CPU 2048, CUDA 8192) in the dtype training multiplies in. The CPU's MFU is measured against it,
-    since a CPU's spec peak depends on clocks and load that a shared machine does not hold still."""
+    since a CPU's spec peak depends on clocks and load that a shared machine does not hold still. On a shared
+    2-core machine single products swing from 87 to 168 GFLOP/s within a second (fp32), hence a dozen tries."""
     size = size or (8192 if device == "cuda" else 2048)
     dtype = torch.bfloat16 if bf16 else torch.float32
     a = torch.randn(size, size, device=device, dtype=dtype)
