@@ -109,7 +109,7 @@ def training_arguments(recipe: Recipe, metric_for_best: str | None):
 def precision(recipe: Recipe) -> dict[str, bool]:
     """TrainingArguments' bf16/fp16 flags for the recipe: `train.bf16: auto` (the default, unless fp16 is set)
     picks bf16 autocast where this machine multiplies bf16 natively, fp32 elsewhere (hf_mha.speedups)."""
-    from .speedups import auto_precision, cpu_bf16_units
+    from .speedups import auto_precision
 
     import torch
 
@@ -117,11 +117,21 @@ def precision(recipe: Recipe) -> dict[str, bool]:
     flags = auto_precision(bool(recipe.train.get("use_cpu"))) if bf16 == "auto" else {"bf16": bool(bf16)}
     if flags.get("bf16") and not torch.cuda.is_available():
         flags["use_cpu"] = True  # TrainingArguments refuses bf16 without a GPU unless told the CPU is meant
-        if not cpu_bf16_units():
-            warn("train.bf16: true on a CPU without native bf16 units (AVX-512 BF16 or AMX), where bf16 matrix "
-                 "products run far slower than fp32 (a MiniLM training step 20x slower on an AVX2 AMD EPYC); "
-                 "train.bf16: auto picks fp32 here")
     return flags
+
+
+def slow_precision_warning(args) -> str | None:
+    """A line for a run that would multiply in bf16 on a CPU without native bf16 units, or None."""
+    from .speedups import cpu_bf16_units
+
+    import torch
+
+    on_cpu = args.use_cpu or not torch.cuda.is_available()
+    if not (args.bf16 and on_cpu) or cpu_bf16_units():
+        return None
+    return ("train.bf16: true on a CPU without native bf16 units (AVX-512 BF16 or AMX), where bf16 matrix products "
+            "run far slower than fp32 (a MiniLM training step 20x slower on an AVX2 AMD EPYC); train.bf16: auto "
+            "picks fp32 here")
 
 
 def inference_arguments(recipe: Recipe, out_dir: Path):
@@ -185,7 +195,9 @@ def prepare(recipe: Recipe) -> Plan:
     if recipe.model.keep_layers or recipe.model.num_layers:
         kept_layers(recipe, load_config(recipe))  # layers in range, before the data is read
     taught = check_teacher(recipe) if recipe.distill.teacher else None
-    training_arguments(recipe, "loss")  # values and their combinations, before any data is read
+    checked = training_arguments(recipe, "loss")  # values and their combinations, before any data is read
+    if slow := slow_precision_warning(checked):
+        warn(slow)
     task = get_task(recipe.task)
     raw = load_raw(recipe)
     labels = task.labels(raw, recipe)

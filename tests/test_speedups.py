@@ -13,7 +13,7 @@ from hf_mha import speedups
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
 from hf_mha.speedups import LazyEmbeddingAdamW, clip_grad_norm, lazy_embedding_optimizer
-from hf_mha.training import precision
+from hf_mha.training import precision, slow_precision_warning, training_arguments
 
 from conftest import mha_ft
 
@@ -29,14 +29,14 @@ def test_bf16_auto_follows_the_cpu(monkeypatch, units, expected):
 
 
 @pytest.mark.parametrize("units, warned", [("AMX", False), (None, True)])
-def test_forced_bf16_warns_on_a_cpu_without_bf16_units(monkeypatch, caplog, units, warned):
+def test_forced_bf16_warns_on_a_cpu_without_bf16_units(monkeypatch, units, warned):
     monkeypatch.setattr(speedups, "cpu_bf16_units", lambda: units)
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with caplog.at_level("WARNING", logger="hf_mha"):
-        precision(recipe_from_dict({"train": {"bf16": True}}))
-        precision(recipe_from_dict({"train": {"bf16": "auto"}}))
-    slow = [r.message for r in caplog.records if "without native bf16 units" in r.message]
-    assert len(slow) == warned and all("train.bf16: auto picks fp32" in message for message in slow)
+    forced = training_arguments(recipe_from_dict({"train": {"bf16": True}}), "loss")
+    assert (slow_precision_warning(forced) is not None) == warned
+    assert slow_precision_warning(training_arguments(recipe_from_dict({}), "loss")) is None  # auto: fp32 or units
+    if warned:
+        assert "train.bf16: auto picks fp32 here" in slow_precision_warning(forced)
 
 
 def test_bf16_and_fp16_together_are_refused():
