@@ -35,7 +35,8 @@ def child(rows: str, dtype: str, steps: int, warmup: int, lengths_from: str | No
 
     import hf_mha.attention.swap as swap
     from hf_mha.attention.packing import packed_rows
-    from hf_mha.bench_measure import VOCAB_SIZE, bert_config, our_model, padded_batch, sample_lengths, train_step
+    from hf_mha.bench_measure import (VOCAB_SIZE, bert_config, classification_batches, our_model, sample_lengths,
+                                      train_step)
 
     # The encoder looks packed_rows up in its module at every call. Rounded rows are forced in fp32 too (where
     # the library leaves them off), so the benchmark also shows what they would cost there.
@@ -48,11 +49,7 @@ def child(rows: str, dtype: str, steps: int, warmup: int, lengths_from: str | No
     torch.manual_seed(0)
     stock = BertForSequenceClassification(bert_config("mini", VOCAB_SIZE, num_labels=2)).train()
     model = our_model(stock, "auto", unpad=True)
-    batches = []
-    for start in range(0, len(lengths), BATCH):
-        batch = padded_batch(lengths[start : start + BATCH], VOCAB_SIZE, "cpu")
-        batch["labels"] = torch.randint(0, 2, (len(batch["input_ids"]),))
-        batches.append(batch)
+    _, batches = classification_batches(lengths, BATCH, VOCAB_SIZE, "cpu")
     autocast = (lambda: torch.autocast("cpu", dtype=torch.bfloat16)) if dtype == "bf16" else contextlib.nullcontext
     step = train_step(model, torch.optim.AdamW(model.parameters(), lr=2e-5, fused=True), batches, autocast)
     seconds = []

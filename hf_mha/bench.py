@@ -32,7 +32,8 @@ from transformers.utils import is_flash_attn_2_available
 
 from hf_mha.attention import BACKENDS
 from hf_mha.bench_measure import (
-    BASELINE, LENGTH_FITS, SIZES, TEXT_COLUMN, VOCAB_SIZE, Record, bert_config, autocast_for, backend_used, dense_bf16_peak, forward_backward_step,
+    BASELINE, LENGTH_FITS, SIZES, TEXT_COLUMN, VOCAB_SIZE, Record, bert_config, autocast_for, backend_used,
+    classification_batches, dense_bf16_peak, forward_backward_step,
     forward_step, interleaved_timings, lengths_with_padding, make_records, matmul_params, measured_gemm_peak,
     our_model, padded_batch, sample_lengths, stock_model, train_step, useful_flops, uses_bf16,
 )
@@ -204,13 +205,8 @@ def train_step_section(
         models["stock flash_attention_2"] = stock_model(base, "flash_attention_2")
     del base
     word_embeddings(models[LAZY]).sparse = True
-    size = settings.train_batch
-    round_lengths = [all_lengths[i : i + size] for i in range(0, len(all_lengths), size)]
-    batches = []
-    for lengths in round_lengths:
-        batch = padded_batch(lengths, config.vocab_size, settings.device)
-        batch["labels"] = torch.randint(0, 2, (len(lengths),), device=settings.device)
-        batches.append(batch)
+    round_lengths, batches = classification_batches(all_lengths, settings.train_batch, config.vocab_size,
+                                                    settings.device)
     autocast = autocast_for(settings.device)
     backends = {"ours auto unpadded": backend_used(models["ours auto unpadded"], batches[0], autocast)}
     # Trainer's default optimizer (adamw_torch_fused), with the usual fine-tuning learning rate.

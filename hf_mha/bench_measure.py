@@ -146,6 +146,20 @@ def padded_batch(lengths: list[int], vocab_size: int, device: str) -> dict[str, 
     return {"input_ids": input_ids.to(device), "attention_mask": attention_mask.to(device)}
 
 
+def classification_batches(
+    all_lengths: list[int], batch_size: int, vocab_size: int, device: str
+) -> tuple[list[list[int]], list[dict[str, torch.Tensor]]]:
+    """`all_lengths` cut into batches of `batch_size`: each batch's lengths, and each as a padded batch with
+    random binary labels (a train step of sequence classification)."""
+    round_lengths = [all_lengths[i : i + batch_size] for i in range(0, len(all_lengths), batch_size)]
+    batches = []
+    for lengths in round_lengths:
+        batch = padded_batch(lengths, vocab_size, device)
+        batch["labels"] = torch.randint(0, 2, (len(lengths),), device=device)
+        batches.append(batch)
+    return round_lengths, batches
+
+
 # ------------------------------------------------------------------------------------------------- models
 
 

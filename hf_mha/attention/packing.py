@@ -1,10 +1,11 @@
 """The packed layout of an unpadded batch: real tokens only, and how attention finds its sequences in it.
 
 The encoder runs every layer on the T real tokens of a padded [B, L] batch as one [1, T, d] row (for bf16 on
-CPU, a few rows of zeros round T up: `packed_rows`). Attention still needs to know which tokens belong together. Flash kernels take cumulative lengths (`cu_seqlens`).
-Kernels that want rectangles get *buckets*: sequences of similar length padded only to the longest among
-them. A batch of short sentences with one long outlier then pays for the long one once, not B times: on
-SST-2 batches this halves the attention time on CPU against one [B, L_max] rectangle.
+CPU, a few rows of zeros round T up: `packed_rows`). Attention still needs to know which tokens belong
+together. Flash kernels take cumulative lengths (`cu_seqlens`). Kernels that want rectangles get *buckets*:
+sequences of similar length padded only to the longest among them. A batch of short sentences with one long
+outlier then pays for the long one once, not B times: on SST-2 batches this halves the attention time on CPU
+against one [B, L_max] rectangle.
 """
 
 from __future__ import annotations
