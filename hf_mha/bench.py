@@ -5,7 +5,8 @@ Two sections, each a ratio against stock transformers `sdpa` run on the same wei
 - attention: whole encoder layers (a random-init `BertModel`) forward, and forward + backward, over padded
   widths and padding ratios, for stock `eager` and `sdpa` and each of our backends padded and unpadded;
 - train_step: a sequence-classification model doing forward + backward + AdamW step on batches of 32 with
-  dynamic padding, stock `sdpa` against ours (backend auto, unpadded). Its lengths are the tokenized texts of
+  dynamic padding, stock `sdpa` against ours (backend auto, unpadded), and a step of the encoder's matrix
+  products alone, whose MFU bounds what any implementation reaches here. Its lengths are the tokenized texts of
   a data file given as `lengths_from` (`--lengths-from`), or without one a built-in fit of SST-2's lengths.
 
 Implementations take turns repeat by repeat, in an order that reverses every repeat, so load from other jobs
@@ -33,9 +34,9 @@ from transformers.utils import is_flash_attn_2_available
 from hf_mha.attention import BACKENDS
 from hf_mha.bench_measure import (
     BASELINE, LENGTH_FITS, SIZES, TEXT_COLUMN, VOCAB_SIZE, Record, bert_config, autocast_for, backend_used,
-    classification_batches, dense_bf16_peak, forward_backward_step,
-    forward_step, interleaved_timings, lengths_with_padding, make_records, matmul_params, measured_gemm_peak,
-    our_model, padded_batch, sample_lengths, stock_model, train_step, useful_flops, uses_bf16,
+    classification_batches, dense_bf16_peak, forward_backward_step, forward_step, interleaved_timings,
+    lengths_with_padding, make_records, matmul_params, matmuls_alone_step, measured_gemm_peak, our_model,
+    padded_batch, sample_lengths, stock_model, train_step, useful_flops, uses_bf16,
 )
 from hf_mha.speedups import LazyEmbeddingAdamW, word_embeddings
 from hf_mha.errors import UserError
@@ -52,6 +53,8 @@ ATTENTION_VOCAB_SIZE = 1024
 STOCK_IMPLEMENTATIONS = ("eager", "sdpa")
 #: The train step as mha-ft trains by default: ours, unpadded, with row-sparse embedding updates.
 LAZY = "ours + lazy embeddings"
+#: The train step's matrix products and nothing else: the MFU no implementation of them passes here.
+MATMULS_ALONE = "matrix products alone (bound)"
 SECTIONS = ("attention", "train_step", "profile")
 DEFAULT_SECTIONS = ("attention", "train_step")
 
@@ -195,7 +198,8 @@ def train_step_section(
     settings: BenchSettings, all_lengths: list[int], progress: Callable[[str], None]
 ) -> list[Record]:
     """Stock sdpa against ours (auto, unpadded): forward + backward + AdamW, with the stock BERT dropout as in
-    fine-tuning, on batches of `settings.train_batch` cut from `all_lengths` (a batch a round, warm-up included)."""
+    fine-tuning, on batches of `settings.train_batch` cut from `all_lengths` (a batch a round, warm-up included);
+    and the same rounds' matrix products alone (`matmuls_alone_step`), the bound on the MFU column."""
     torch.manual_seed(settings.seed)
     config = bert_config(settings.size, VOCAB_SIZE, num_labels=2)
     base = BertForSequenceClassification(config).to(settings.device).train()
@@ -212,6 +216,8 @@ def train_step_section(
     # Trainer's default optimizer (adamw_torch_fused), with the usual fine-tuning learning rate.
     steps = {name: train_step(model, (LazyEmbeddingAdamW if name == LAZY else torch.optim.AdamW)(
         model.parameters(), lr=2e-5, fused=True), batches, autocast) for name, model in models.items()}
+    steps[MATMULS_ALONE] = matmuls_alone_step(config, round_lengths, settings.device,
+                                              torch.bfloat16 if uses_bf16(settings.device) else torch.float32)
     progress(f"train step: {settings.warmup} + {settings.train_steps} steps per model, batch {settings.train_batch}")
     timings = interleaved_timings(steps, settings.train_steps, settings.warmup, settings.device)
     params = matmul_params(models[BASELINE])

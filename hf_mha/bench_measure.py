@@ -19,6 +19,7 @@ from torch import nn
 from transformers import BertConfig
 
 from hf_mha.attention import MultiHeadAttention
+from hf_mha.attention.packing import packed_rows
 from hf_mha.errors import UserError
 from hf_mha.models import use_attention
 
@@ -287,6 +288,33 @@ def train_step(model: nn.Module, optimizer, batches: list[dict], autocast) -> Ca
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
+
+    return step
+
+
+def matmuls_alone_step(config: BertConfig, round_lengths: list[list[int]], device: str,
+                       dtype: torch.dtype) -> Callable[[int], None]:
+    """A step of nothing but the encoder's matrix products (fused QKV, W^O, FFN in and out of every layer:
+    forward, input gradient and weight gradient), in `dtype`, on as many rows as our unpadded layers multiply
+    for each round's batch: its real tokens, rounded as `packed_rows` rounds them.
+
+    Why: on a CPU with bf16 matrix units the GEMMs of a small model's step are short and reach a fraction of the
+    2048^3 peak that MFU is measured against. A step that did these products and nothing else (no attention, no
+    elementwise work, no casts, no optimizer) bounds the MFU any implementation of the same products can reach
+    on this machine, which says whether an MFU goal is within reach at all."""
+    d, ff = config.hidden_size, config.intermediate_size
+    shapes = [(d, 3 * d), (d, d), (d, ff), (ff, d)] * config.num_hidden_layers  # (in, out) of each product
+    rows = [packed_rows(sum(lengths), torch.device(device), dtype) for lengths in round_lengths]
+    weights = [torch.randn(out, inp, device=device, dtype=dtype) for inp, out in shapes]
+    # Inputs and output gradients are cut from one tensor per width: random data of each round's size.
+    activations = {n: torch.randn(max(rows), n, device=device, dtype=dtype) for n in {d, 3 * d, ff}}
+
+    def step(round_: int) -> None:
+        for (inp, out), weight in zip(shapes, weights):
+            x, grad = activations[inp][: rows[round_]], activations[out][: rows[round_]]
+            torch.mm(x, weight.t())  # forward
+            torch.mm(grad, weight)  # gradient of the input
+            torch.mm(grad.t(), x)  # gradient of the weight
 
     return step
 

@@ -8,10 +8,12 @@ import random
 import statistics
 
 import pytest
+import torch
 from typer.testing import CliRunner
 
 from conftest import SHARED_DATA
 from hf_mha.bench import lengths_with_padding, resolve_settings, run_bench, sample_lengths
+from hf_mha.bench_measure import VOCAB_SIZE, bert_config, matmuls_alone_step
 from hf_mha.errors import UserError
 from hf_mha_cli.main import app, main
 
@@ -51,12 +53,29 @@ def test_quick_bench_json_has_every_implementation_with_positive_numbers(quick_r
     assert ("ours flex unpadded", "forward") in attention
     assert "lengths from built-in log-normal fit of SST-2" in header["train_step"]
     train = [r for r in records if r["section"] == "train_step"]
-    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded", "ours + lazy embeddings"]
+    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded", "ours + lazy embeddings",
+                                                    "matrix products alone (bound)"]
     assert train[0]["vs_stock_sdpa"] == 1.0
     assert train[1]["backend"] in ("sdpa", "varlen", "nested")
     # CPU MFU: against the GEMM peak this process measured, so a share of one, never above.
     assert header["mfu_peak_tflops"] > 0 and all(0 < r["mfu"] < 1 for r in records)
 
+
+
+@pytest.mark.parametrize("dtype, rows", [(torch.float32, [37, 100]), (torch.bfloat16, [48, 112])])
+def test_matrix_products_alone_do_the_encoder_products_on_the_rows_the_layers_use(dtype, rows):
+    # bf16 on CPU rounds the packed rows as the unpadded layers do (packed_rows); fp32 keeps them exact.
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = bert_config("tiny", VOCAB_SIZE)
+    step = matmuls_alone_step(config, [[20, 17], [60, 40]], "cpu", dtype)
+    d, ff = config.hidden_size, config.intermediate_size
+    weights_per_layer = 3 * d * d + d * d + 2 * d * ff
+    for round_, n in enumerate(rows):
+        with FlopCounterMode(display=False) as counter:
+            step(round_)
+        # forward, input gradient, weight gradient: 3 products of 2 x rows x in x out FLOPs each
+        assert counter.get_total_flops() == 6 * n * weights_per_layer * config.num_hidden_layers
 
 def test_profile_splits_the_step_time_into_categories(tmp_path):
     out = tmp_path / "profile.json"
