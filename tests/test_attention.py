@@ -179,6 +179,33 @@ def test_auto_backend_runs_sdpa_on_cpu():
     assert module.runnable_backend(torch.zeros(1, 2, 3 * D_MODEL)) == "sdpa"
 
 
+
+def _graph_node_names(tensor: torch.Tensor) -> set[str]:
+    names, stack, seen = set(), [tensor.grad_fn], set()
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        names.add(type(node).__name__)
+        stack.extend(next_node for next_node, _ in node.next_functions)
+    return names
+
+
+def test_cpu_backward_without_dropout_takes_sdpa_math_path():
+    # sdpa's CPU flash kernel has a slow backward: a pass that will be differentiated is pinned to the math path.
+    module = standalone_attention("sdpa").train()  # dropout_p 0, as ALBERT trains
+    x, keep = random_inputs()
+    context, _ = module(x.requires_grad_(), keep)
+    assert not any("FlashAttention" in name for name in _graph_node_names(context))
+    reference = textbook_attention(module, x.detach(), keep)
+    assert torch.allclose(context[keep], reference[keep], atol=1e-5)
+    context.sum().backward()
+    assert x.grad is not None and module.query.weight.grad is not None
+    with torch.no_grad():
+        context, _ = module(x, keep)
+    assert torch.allclose(context[keep], reference[keep], atol=1e-5)
+
 def test_flex_on_cpu_refuses_backward_with_a_clear_error():
     model = swapped_copy(tiny_model("bert"), backend="flex")
     with pytest.raises(UserError, match="'flex' has no backward pass on CPU"):
