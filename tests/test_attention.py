@@ -179,7 +179,6 @@ def test_auto_backend_runs_sdpa_on_cpu():
     assert module.runnable_backend(torch.zeros(1, 2, 3 * D_MODEL)) == "sdpa"
 
 
-
 def _graph_node_names(tensor: torch.Tensor) -> set[str]:
     names, stack, seen = set(), [tensor.grad_fn], set()
     while stack:
@@ -205,6 +204,7 @@ def test_cpu_backward_without_dropout_takes_sdpa_math_path():
     with torch.no_grad():
         context, _ = module(x, keep)
     assert torch.allclose(context[keep], reference[keep], atol=1e-5)
+
 
 def test_flex_on_cpu_refuses_backward_with_a_clear_error():
     model = swapped_copy(tiny_model("bert"), backend="flex")
