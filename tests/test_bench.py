@@ -61,7 +61,6 @@ def test_quick_bench_json_has_every_implementation_with_positive_numbers(quick_r
     assert header["mfu_peak_tflops"] > 0 and all(0 < r["mfu"] < 1 for r in records)
 
 
-
 @pytest.mark.parametrize("dtype, rows", [(torch.float32, [37, 100]), (torch.bfloat16, [48, 112])])
 def test_matrix_products_alone_do_the_encoder_products_on_the_rows_the_layers_use(dtype, rows):
     # bf16 on CPU rounds the packed rows as the unpadded layers do (packed_rows); fp32 keeps them exact.
@@ -76,6 +75,7 @@ def test_matrix_products_alone_do_the_encoder_products_on_the_rows_the_layers_us
             step(round_)
         # forward, input gradient, weight gradient: 3 products of 2 x rows x in x out FLOPs each
         assert counter.get_total_flops() == 6 * n * weights_per_layer * config.num_hidden_layers
+
 
 def test_profile_splits_the_step_time_into_categories(tmp_path):
     out = tmp_path / "profile.json"
