@@ -38,7 +38,7 @@ from hf_mha.bench_measure import (
     lengths_with_padding, make_records, matmul_params, matmuls_alone_step, measured_gemm_peak, our_model,
     padded_batch, sample_lengths, stock_model, train_step, useful_flops, uses_bf16,
 )
-from hf_mha.speedups import LazyEmbeddingAdamW, word_embeddings
+from hf_mha.speedups import LazyEmbeddingAdamW, fast_dropout, word_embeddings
 from hf_mha.errors import UserError
 
 __all__ = [
@@ -51,8 +51,8 @@ __all__ = [
 ATTENTION_VOCAB_SIZE = 1024
 
 STOCK_IMPLEMENTATIONS = ("eager", "sdpa")
-#: The train step as mha-ft trains by default: ours, unpadded, with row-sparse embedding updates.
-LAZY = "ours + lazy embeddings"
+#: The train step as mha-ft trains by default: ours, unpadded, row-sparse embedding updates, FastDropout.
+DEFAULTS = "ours + lazy embeddings + fast dropout"
 #: The train step's matrix products and nothing else: the MFU no implementation of them passes here.
 MATMULS_ALONE = "matrix products alone (bound)"
 SECTIONS = ("attention", "train_step", "profile")
@@ -204,17 +204,18 @@ def train_step_section(
     config = bert_config(settings.size, VOCAB_SIZE, num_labels=2)
     base = BertForSequenceClassification(config).to(settings.device).train()
     models = {BASELINE: stock_model(base, "sdpa"), "ours auto unpadded": our_model(base, "auto", unpad=True),
-              LAZY: our_model(base, "auto", unpad=True)}
+              DEFAULTS: our_model(base, "auto", unpad=True)}
     if settings.device == "cuda" and is_flash_attn_2_available():
         models["stock flash_attention_2"] = stock_model(base, "flash_attention_2")
     del base
-    word_embeddings(models[LAZY]).sparse = True
+    word_embeddings(models[DEFAULTS]).sparse = True
+    fast_dropout(models[DEFAULTS])
     round_lengths, batches = classification_batches(all_lengths, settings.train_batch, config.vocab_size,
                                                     settings.device)
     autocast = autocast_for(settings.device)
     backends = {"ours auto unpadded": backend_used(models["ours auto unpadded"], batches[0], autocast)}
     # Trainer's default optimizer (adamw_torch_fused), with the usual fine-tuning learning rate.
-    steps = {name: train_step(model, (LazyEmbeddingAdamW if name == LAZY else torch.optim.AdamW)(
+    steps = {name: train_step(model, (LazyEmbeddingAdamW if name == DEFAULTS else torch.optim.AdamW)(
         model.parameters(), lr=2e-5, fused=True), batches, autocast) for name, model in models.items()}
     steps[MATMULS_ALONE] = matmuls_alone_step(config, round_lengths, settings.device,
                                               torch.bfloat16 if uses_bf16(settings.device) else torch.float32)

@@ -9,7 +9,8 @@ vocabulary. Two setups train the same weights on the same batches:
 
 - `plain`: what run_glue / run_ner do: `transformers.Trainer` defaults (fp32, fused AdamW), stock sdpa
   attention, DataCollatorWithPadding / DataCollatorForTokenClassification;
-- `mha-ft`: our defaults: `RunTrainer`, our attention (unpadded), `train.bf16: auto`, lazy embeddings.
+- `mha-ft`: our defaults: `RunTrainer`, our attention (unpadded), `train.bf16: auto`, lazy embeddings, fast
+  dropout masks.
 
 After warm-up steps, `steps` steps are timed without the profiler (the step time reported), then `steps` more
 run under it. Each op's own (self) time goes to one category, by the op or the region it runs in; what the
@@ -119,7 +120,7 @@ def _trainer(model, dataset, token_task: bool, setup: str, out: str, batch: int,
     from transformers.trainer_callback import PrinterCallback
 
     from hf_mha.recipe import recipe_from_dict
-    from hf_mha.speedups import lazy_embedding_optimizer
+    from hf_mha.speedups import fast_dropout, lazy_embedding_optimizer
     from hf_mha.trainer import RunTrainer
     from hf_mha.training import precision
 
@@ -132,6 +133,7 @@ def _trainer(model, dataset, token_task: bool, setup: str, out: str, batch: int,
         trainer = Trainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer])
     else:
         recipe = recipe_from_dict({"output_dir": out})  # the built-in train: defaults, as `mha-ft train` has them
+        fast_dropout(model)
         args = TrainingArguments(**common, logging_steps=10, **precision(recipe))
         trainer = RunTrainer(model=model, args=args, train_dataset=dataset, data_collator=collator, callbacks=[timer],
                              optimizer_cls_and_kwargs=lazy_embedding_optimizer(model, args, None))
@@ -206,7 +208,7 @@ def _category(event) -> str:
             return category
     if event.name in GEMM_OPS or event.name.startswith(("aten::mkldnn_", "aten::_mkldnn")):
         return "GEMM"
-    if event.name in ("aten::bernoulli_", "aten::bernoulli", "aten::native_dropout"):
+    if event.name in ("aten::bernoulli_", "aten::bernoulli", "aten::native_dropout", "aten::random_"):
         return "dropout RNG"
     return "other ops"
 

@@ -32,7 +32,7 @@ from .errors import RunStopped, UserError
 from .distill import check_teacher, load_teacher
 from .models import kept_layers, load_config, load_model, load_tokenizer, max_positions
 from .recipe import OWN_TRAIN_KEYS, Recipe
-from .speedups import compile_dense_blocks, dense_embeddings, lazy_embedding_optimizer
+from .speedups import compile_dense_blocks, dense_embeddings, fast_dropout, lazy_embedding_optimizer
 from .run_folder import (COMPLETE_MARKER, FINISHED_MARKER, LOG_HISTORY_FILE, RECIPE_FILE, REPLACE, RESUME, RunLock,
                          check_free_space, size_text, check_same_recipe, clear_output_dir, complete_checkpoints, output_dir_plan, resume_point)
 from .tasks import Labels, Task, get_task
@@ -285,6 +285,8 @@ def _train(plan: Plan, checkpoint: str | None, console, callbacks: tuple = ()) -
     recipe, task, raw, labels, tokenizer, args = plan.recipe, plan.task, plan.raw, plan.labels, plan.tokenizer, plan.args
     out, features, trainable = Path(recipe.output_dir), plan.features, plan.trainable
     guard = RunGuard()
+    if recipe.train_options().fast_dropout:
+        fast_dropout(plan.model)
     if recipe.train.get("torch_compile") and recipe.model.attention == "mha":
         compile_dense_blocks(plan.model)
     trainer = RunTrainer(

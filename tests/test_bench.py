@@ -53,7 +53,8 @@ def test_quick_bench_json_has_every_implementation_with_positive_numbers(quick_r
     assert ("ours flex unpadded", "forward") in attention
     assert "lengths from built-in log-normal fit of SST-2" in header["train_step"]
     train = [r for r in records if r["section"] == "train_step"]
-    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded", "ours + lazy embeddings",
+    assert [r["implementation"] for r in train] == ["stock sdpa", "ours auto unpadded",
+                                                    "ours + lazy embeddings + fast dropout",
                                                     "matrix products alone (bound)"]
     assert train[0]["vs_stock_sdpa"] == 1.0
     assert train[1]["backend"] in ("sdpa", "varlen", "nested")

@@ -1,5 +1,5 @@
-"""The fast defaults: `train.bf16: auto`, lazy (row-sparse) embedding updates and their gradient clipping, and
-that `mha-ft train` trains with both on a tiny model."""
+"""The fast defaults: `train.bf16: auto`, lazy (row-sparse) embedding updates and their gradient clipping, cheap
+CPU dropout masks, and that `mha-ft train` trains with them on a tiny model."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from torch import nn
 from hf_mha import speedups
 from hf_mha.errors import UserError
 from hf_mha.recipe import recipe_from_dict
-from hf_mha.speedups import LazyEmbeddingAdamW, clip_grad_norm, lazy_embedding_optimizer
+from hf_mha.speedups import (FastDropout, LazyEmbeddingAdamW, clip_grad_norm, fast_dropout, keep_mask,
+                              lazy_embedding_optimizer)
 from hf_mha.training import precision, slow_precision_warning, training_arguments
 
 from conftest import mha_ft
@@ -137,7 +138,8 @@ def test_train_runs_bf16_with_lazy_embeddings(tmp_path, recipe_file):
     """A tiny full fine-tuning through the CLI with the defaults, then again with both turned off: both finish,
     clip, log a finite gradient norm, and the fast one saves a model that loads with dense embeddings."""
     logs = {}
-    for name, extra in (("fast", []), ("plain", ["train.bf16=false", "train.lazy_embeddings=false"])):
+    for name, extra in (("fast", []), ("plain", ["train.bf16=false", "train.lazy_embeddings=false",
+                                                 "train.fast_dropout=false"])):
         out = tmp_path / name
         result = mha_ft("train", "--recipe", str(recipe_file()), f"output_dir={out}", "train.max_steps=4",
                         "train.logging_steps=1", "train.max_grad_norm=0.5", *extra)
@@ -149,6 +151,73 @@ def test_train_runs_bf16_with_lazy_embeddings(tmp_path, recipe_file):
 
     saved = AutoModelForSequenceClassification.from_pretrained(tmp_path / "fast")
     assert not saved.get_input_embeddings().sparse
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_fast_dropout_drops_each_element_with_probability_p_and_rescales(p):
+    torch.manual_seed(0)
+    x = torch.rand(400, 1000, dtype=torch.bfloat16) + 1  # no zeros of its own
+    dropped = FastDropout(p).train()(x) == 0
+    # 400k Bernoulli(p) draws: the share dropped is within 5 standard deviations of p, in every column too.
+    sd = (p * (1 - p) / x.numel()) ** 0.5
+    assert abs(dropped.float().mean().item() - p) < 5 * sd
+    assert dropped.float().mean(0).sub(p).abs().max() < 5 * (p * (1 - p) / 400) ** 0.5
+    threshold = round(p * 2**15)
+    kept = FastDropout(p).train()
+    torch.manual_seed(1)
+    out = kept(x)
+    torch.manual_seed(1)
+    keep = keep_mask(x.shape, threshold)  # the same generator draws: a seed reproduces the mask
+    torch.testing.assert_close(out, torch.where(keep, x * (2**15 / (2**15 - threshold)), 0))
+
+
+def test_fast_dropout_gradient_is_the_mask_times_the_scale():
+    torch.manual_seed(0)
+    x = torch.randn(64, 48, requires_grad=True)
+    out = FastDropout(0.1).train()(x)
+    out.sum().backward()
+    scale = 2**15 / (2**15 - round(0.1 * 2**15))
+    torch.testing.assert_close(x.grad, (out != 0).float() * scale)
+
+
+def test_fast_dropout_is_nn_dropout_where_it_does_not_apply():
+    x = torch.randn(32, 16)
+    assert torch.equal(FastDropout(0.1).eval()(x), x)
+    # p = 1e-5 is 0.33 of 2^-15: rounding would move it by far more than 0.1 %, so the stock mask is drawn.
+    for module in (FastDropout(1e-5), FastDropout(0.1, inplace=True)):
+        torch.manual_seed(3)
+        expected = torch.nn.functional.dropout(x.clone(), module.p, training=True)
+        torch.manual_seed(3)
+        assert torch.equal(module.train()(x.clone()), expected)
+
+
+def test_fast_dropout_swaps_plain_dropouts_only_and_keeps_the_state_dict():
+    from transformers import BertConfig, BertForSequenceClassification
+
+    model = BertForSequenceClassification(BertConfig(vocab_size=50, hidden_size=16, num_hidden_layers=2,
+                                                     num_attention_heads=2, intermediate_size=32)).eval()
+    keys = list(model.state_dict())
+    batch = {"input_ids": torch.randint(5, 50, (2, 7))}
+    with torch.no_grad():
+        before = model(**batch).logits
+        # embeddings; per layer the attention's (whose p the stock sdpa call reads), attention output and output;
+        # the classifier
+        assert fast_dropout(model) == 1 + 3 * 2 + 1
+        torch.testing.assert_close(model(**batch).logits, before)
+    assert all(type(m) is FastDropout for m in model.modules() if isinstance(m, nn.Dropout))
+    assert list(model.state_dict()) == keys
+
+
+def test_train_uses_fast_dropout_unless_turned_off(tmp_path, recipe_file, monkeypatch):
+    from hf_mha import load_recipe, train
+    from hf_mha import training
+
+    swapped = []
+    monkeypatch.setattr(training, "fast_dropout", lambda model: swapped.append(model))
+    for value, runs in (("true", 1), ("false", 1)):
+        train(load_recipe(str(recipe_file()), [f"output_dir={tmp_path / value}", "train.max_steps=1",
+                                               f"train.fast_dropout={value}"]))
+        assert len(swapped) == runs
 
 
 def test_compile_dense_blocks_keeps_our_attention_eager_and_the_outputs():
