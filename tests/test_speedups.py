@@ -207,6 +207,12 @@ def test_fast_dropout_swaps_plain_dropouts_only_and_keeps_the_state_dict():
     assert all(type(m) is FastDropout for m in model.modules() if isinstance(m, nn.Dropout))
     assert list(model.state_dict()) == keys
 
+    class OwnDropout(nn.Dropout):  # a subclass has its own forward, which the swap must not lose
+        pass
+
+    mixed = nn.Sequential(nn.Dropout(0.1), OwnDropout(0.1))
+    assert fast_dropout(mixed) == 1 and [type(m) for m in mixed] == [FastDropout, OwnDropout]
+
 
 def test_train_uses_fast_dropout_unless_turned_off(tmp_path, recipe_file, monkeypatch):
     from hf_mha import load_recipe, train
